@@ -1,0 +1,1 @@
+"""The search engine and its command line."""

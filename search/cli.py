@@ -1,0 +1,197 @@
+"""`search`: run a strategy search from a study file, and look at what the database holds.
+
+    search run studies/demo.yaml --data-root ../shared/data
+    search status [--storage URL]
+    search best STUDY_NAME [--storage URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from search.config import DEFAULT_STORAGE
+
+STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+class UserError(Exception):
+    """Shown to the user as one paragraph, exit code 2, no traceback."""
+
+
+def _default_storage() -> str:
+    return os.environ.get("SEARCH_STORAGE", DEFAULT_STORAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="search", description="Training-strategy search with Ray Tune, Optuna and ASHA.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run (or continue) the search a study file describes")
+    run.add_argument("study_file", metavar="STUDY.yaml")
+    run.add_argument("--storage", help="SQLAlchemy URL of the Optuna DB (overrides the study file)")
+    run.add_argument("--study-name", help="name of the study in the DB (overrides the study file)")
+    run.add_argument("--trials", type=int, help="total number of finished trials wanted")
+    run.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped")
+    run.add_argument("--concurrency", type=int, help="trials running at once")
+    run.add_argument("--data-root", help="folder with local copies of datasets (default: $SEARCH_DATA_ROOT)")
+    run.add_argument("--results-dir", default="ray_results", help="where Ray keeps trial folders and checkpoints (default: ./ray_results)")
+    run.add_argument("--quiet", action="store_true", help="no progress table, only the summary")
+
+    status = commands.add_parser("status", help="studies in the DB with their trial counts by state")
+    status.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
+
+    best = commands.add_parser("best", help="the best trial of a study: value and full config")
+    best.add_argument("study_name", metavar="STUDY_NAME")
+    best.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "status":
+            return _status(args.storage or _default_storage())
+        return _best(args.study_name, args.storage or _default_storage())
+    except KeyboardInterrupt:
+        print("search: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        from search.config import StudyFileError
+        from search.engine import SearchError
+        from spaces import SpaceError
+        from trainables.data import DataError
+
+        if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError)):
+            print(f"search: error: {error}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    from search.config import apply_overrides, load_study_file
+    from search.engine import run_search
+
+    config = load_study_file(args.study_file)
+    config = apply_overrides(
+        config, storage=args.storage, study_name=args.study_name, trials=args.trials,
+        max_epochs=args.max_epochs, concurrency=args.concurrency,
+    )
+    budget = config.budget
+    print(
+        f"search: study {config.name!r} ({config.task}, {config.metric}, {config.direction}) in {config.storage}\n"
+        f"  budget: {budget.trials} trials, up to {budget.max_epochs} epochs, {budget.concurrency} at a time, "
+        f"{budget.cpus_per_trial:g} CPU + {budget.gpus_per_trial:g} GPU each; "
+        f"ASHA grace {config.asha.grace_period}, reduction {config.asha.reduction_factor:g}\n"
+        f"  space: {_space_line(config)}",
+        flush=True,
+    )
+    summary = run_search(
+        config, data_root=args.data_root, results_dir=args.results_dir,
+        verbose=0 if args.quiet else 1, log=lambda line: print(f"  {line}", flush=True),
+    )
+    minutes, seconds = divmod(int(summary.wall_seconds), 60)
+    total = sum(summary.states.values())
+    counts = ", ".join(f"{s} {summary.states[s]}" for s in STATE_ORDER if summary.states.get(s))
+    print(f"\nsearch: done in {minutes}m{seconds:02d}s; study {summary.study_name!r} holds {total} trials ({counts})")
+    if summary.best_trial is not None:
+        print(f"  best: trial {summary.best_trial}, {config.metric} {summary.best_value:.4f}: {summary.best_strategy}")
+    else:
+        print("  best: no trial completed all its epochs yet")
+    storage_flag = f" --storage {summary.storage}" if summary.storage != _default_storage() else ""
+    print(f"  next: search best {summary.study_name}{storage_flag}")
+    print(f"        optuna-dashboard {summary.storage}")
+    return 0
+
+
+def _space_line(config: object) -> str:
+    parts = []
+    for fam in config.space.families.values():  # type: ignore[attr-defined]
+        if fam.registry.kind == "choice":
+            parts.append(f"{fam.family}={'|'.join(fam.candidates)}")
+        else:
+            chosen = [*(f"{n}?" for n in fam.candidates), *fam.always]
+            parts.append(f"{fam.family}={'+'.join(chosen) or 'none'}")
+    return " ".join(parts)
+
+
+def _open_existing(storage_url: str):
+    """Opens a storage for reading; an SQLite file that does not exist is an error, not a new DB."""
+    from sqlalchemy.engine import make_url
+
+    from search.engine import open_storage
+
+    try:
+        url = make_url(storage_url)
+    except Exception:
+        raise UserError(f"--storage {storage_url!r} is not a database URL; accepted: an SQLAlchemy URL such as sqlite:///search.db") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
+        raise UserError(f"no database at {url.database!r} (from --storage {storage_url}); run `search run STUDY.yaml` first or pass --storage")
+    return open_storage(storage_url)
+
+
+def _status(storage_url: str) -> int:
+    import optuna
+
+    storage = _open_existing(storage_url)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    if not summaries:
+        print(f"no studies in {storage_url}")
+        return 0
+    rows = []
+    for summary in summaries:
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+        best = summary.best_trial.value if summary.best_trial is not None else None
+        metric = summary.user_attrs.get("metric", "value")
+        rows.append([
+            summary.study_name, summary.user_attrs.get("task", "?"), str(summary.n_trials),
+            *(str(states.get(s, 0)) for s in STATE_ORDER[:4]),
+            f"{metric} {best:.4f}" if best is not None else "-",
+        ])
+    header = ["study", "task", "trials", *(s.lower() for s in STATE_ORDER[:4]), "best"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _best(study_name: str, storage_url: str) -> int:
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = _open_existing(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name not in names:
+        raise UserError(f"no study named {study_name!r} in {storage_url}; studies there: {', '.join(names) or 'none'}")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+        raise UserError(f"study {study_name!r} has no COMPLETE trial yet (trials by state: {dict(states) or 'none'})")
+    best = study.best_trial
+    metric = study.user_attrs.get("metric", "value")
+    attrs = best.user_attrs
+    print(f"study {study_name!r}: best trial {best.number}, {metric} = {best.value:.4f}")
+    print(f"strategy: {attrs.get('strategy', '?')}")
+    details = {k: attrs[k] for k in ("param_count", "epochs_trained", "wall_time_s") if k in attrs}
+    if details:
+        print("  " + ", ".join(f"{k} {v}" for k, v in details.items()))
+    if attrs.get("metrics"):
+        print("metrics (dev, last epoch): " + ", ".join(f"{k} {v:.4g}" for k, v in attrs["metrics"].items()))
+    print("config:")
+    print(yaml.safe_dump(attrs.get("config", best.params), sort_keys=False, default_flow_style=False).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

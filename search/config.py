@@ -1,0 +1,334 @@
+"""Study files: read, validate, and turn into a `StudyConfig` before anything runs.
+
+Every refusal is a `StudyFileError` naming the file, the field, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.tasks import TASKS, Task, get_task
+from spaces import Space, SpaceError, build_space
+from trainables.data import LOCAL_FORMATS, HubSource, LocalSource, TextDataSpec
+
+DEFAULT_STORAGE = "sqlite:///search.db"
+DIRECTIONS = {"maximize": "max", "minimize": "min"}
+
+
+class StudyFileError(ValueError):
+    """A study file (or a command-line override of it) is invalid."""
+
+    def __init__(self, path: str | os.PathLike, field: str, message: str) -> None:
+        self.path, self.field, self.message = str(path), field, message
+        where = f"field `{field}`: " if field else ""
+        super().__init__(f"{path}: {where}{message}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials: int
+    max_epochs: int
+    concurrency: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+
+
+@dataclass(frozen=True)
+class Asha:
+    grace_period: int
+    reduction_factor: float
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    path: str
+    name: str
+    task: str
+    seed: int
+    data: TextDataSpec
+    metric: str
+    direction: str  # "maximize" | "minimize"
+    budget: Budget
+    asha: Asha
+    storage: str
+    space: Space
+    raw_space: Mapping[str, Any]
+
+    @property
+    def mode(self) -> str:
+        return DIRECTIONS[self.direction]
+
+    def get_task(self) -> Task:
+        return get_task(self.task)
+
+
+TOP_LEVEL = ("name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "space")
+
+
+class _Reader:
+    """Typed access to a mapping, with errors that carry the file and the dotted field."""
+
+    def __init__(self, path: str, data: Mapping[str, Any], prefix: str = "") -> None:
+        self.path, self.data, self.prefix = path, data, prefix
+
+    def field(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def fail(self, key: str, message: str) -> StudyFileError:
+        return StudyFileError(self.path, self.field(key), message)
+
+    def check_keys(self, accepted: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in accepted:
+                raise self.fail(str(key), f"unknown field; accepted here: {', '.join(accepted)}")
+
+    def section(self, key: str, required: bool = True) -> _Reader | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(key, "missing; this section is required")
+            return None
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a mapping, got {value!r}")
+        return _Reader(self.path, value, f"{self.field(key)}.")
+
+    def string(self, key: str, default: str | None = None, choices: tuple[str, ...] | None = None) -> str:
+        value = self.data.get(key, default)
+        if value is None:
+            raise self.fail(key, "missing; a string is required" + (f" (one of: {', '.join(choices)})" if choices else ""))
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"{value!r} is not a non-empty string")
+        if choices is not None and value not in choices:
+            raise self.fail(key, f"{value!r} is not accepted; accepted: {', '.join(choices)}")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        return None if self.data.get(key) is None else self.string(key)
+
+    def integer(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
+        value = self.data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.fail(key, f"{value!r} is not an integer" + (f"; it must be an integer >= {minimum}" if minimum is not None else ""))
+        if minimum is not None and value < minimum:
+            raise self.fail(key, f"{value!r} is too small; it must be an integer >= {minimum}")
+        return value
+
+    def number(self, key: str, default: float | None = None, minimum: float | None = None, exclusive: bool = False) -> float:
+        value = self.data.get(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self.fail(key, f"{value!r} is not a number")
+        if minimum is not None and (value < minimum or (exclusive and value == minimum)):
+            raise self.fail(key, f"{value!r} is out of range; it must be {'>' if exclusive else '>='} {minimum:g}")
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"{value!r} is not true or false")
+        return value
+
+    def string_map(self, key: str, required: bool = False) -> dict[str, str] | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(key, "missing; a mapping of split name -> file is required")
+            return None
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise self.fail(key, f"{value!r} is not a mapping of names to strings")
+        return dict(value)
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def _data_spec(reader: _Reader) -> TextDataSpec:
+    reader.check_keys(("name", "hub", "local", "carve", "lowercase", "max_length", "min_freq", "max_vocab"))
+    hub = None
+    hub_reader = reader.section("hub", required=False)
+    if hub_reader is not None:
+        hub_reader.check_keys(("path", "name", "text", "label", "splits"))
+        splits = hub_reader.string_map("splits") or {s: s for s in SPLITS}
+        _check_split_names(hub_reader, "splits", splits)
+        hub = HubSource(
+            path=hub_reader.string("path"), name=hub_reader.optional_string("name"),
+            text_column=hub_reader.string("text", "text"), label_column=hub_reader.string("label", "label"),
+            splits=splits,
+        )
+    local = None
+    local_reader = reader.section("local", required=False)
+    if local_reader is not None:
+        local_reader.check_keys(("format", "files", "text", "label"))
+        files = local_reader.string_map("files", required=True)
+        if local_reader.data["format"] != "aclimdb":
+            _check_split_names(local_reader, "files", files)
+        local = LocalSource(
+            format=local_reader.string("format", choices=LOCAL_FORMATS), files=files,
+            text_column=local_reader.string("text", "text"), label_column=local_reader.string("label", "label"),
+        )
+    if hub is None and local is None:
+        raise reader.fail("hub", "a dataset needs `hub` (a hub dataset name) or `local` (files under the data root), or both")
+    carve: dict[str, float] = {}
+    carve_reader = reader.section("carve", required=False)
+    if carve_reader is not None:
+        carve_reader.check_keys(("validation", "test"))
+        for split in carve_reader.data:
+            fraction = carve_reader.number(split, minimum=0.0, exclusive=True)
+            if fraction >= 0.5:
+                raise carve_reader.fail(split, f"{fraction!r} is too large; a fraction of train in (0, 0.5) is accepted")
+            carve[split] = fraction
+    return TextDataSpec(
+        name=reader.string("name", "dataset"), hub=hub, local=local, carve=carve,
+        lowercase=reader.boolean("lowercase", True),
+        max_length=reader.integer("max_length", 128, minimum=1),
+        min_freq=reader.integer("min_freq", 1, minimum=1),
+        max_vocab=reader.integer("max_vocab", 50_000, minimum=2),
+    )
+
+
+def _check_split_names(reader: _Reader, key: str, mapping: Mapping[str, str]) -> None:
+    for split in mapping:
+        if split not in SPLITS:
+            raise StudyFileError(reader.path, f"{reader.field(key)}.{split}", f"unknown split; accepted: {', '.join(SPLITS)}")
+    if "train" not in mapping:
+        raise reader.fail(key, f"no `train` entry in {dict(mapping)!r}; the training split is required")
+
+
+def _check_storage(path: str, url: str, field: str = "storage") -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise StudyFileError(path, field, f"{url!r} is not a database URL; accepted: an SQLAlchemy URL such as sqlite:///search.db or postgresql+psycopg://user@host/db") from None
+    return url
+
+
+def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
+    """Validates a study mapping (as read from YAML) and builds its `StudyConfig`."""
+    if not isinstance(raw, Mapping):
+        raise StudyFileError(path, "", f"a study file must be a mapping of fields ({', '.join(TOP_LEVEL)}), got {type(raw).__name__}")
+    top = _Reader(path, raw)
+    top.check_keys(TOP_LEVEL)
+    task_name = top.string("task", choices=tuple(TASKS))
+    task = get_task(task_name)
+
+    metric = top.string("metric", choices=tuple(task.metrics))
+    natural = "maximize" if task.metrics[metric] == "max" else "minimize"
+    direction = top.string("direction", natural, choices=tuple(DIRECTIONS))
+    if direction != natural:
+        raise top.fail("direction", f"{direction!r} contradicts the metric: {metric} is to {natural}")
+
+    budget_reader = top.section("budget")
+    budget_reader.check_keys(("trials", "max_epochs", "concurrency", "resources"))
+    resources = budget_reader.section("resources", required=False) or _Reader(path, {}, "budget.resources.")
+    resources.check_keys(("cpu", "gpu"))
+    gpus = resources.number("gpu", 0, minimum=0.0)
+    if gpus > 1 and not gpus.is_integer():
+        raise resources.fail("gpu", f"{gpus!r}: above 1, GPUs per trial must be a whole number (fractions share one GPU: 0.25, 0.5)")
+    budget = Budget(
+        trials=budget_reader.integer("trials", minimum=1),
+        max_epochs=budget_reader.integer("max_epochs", minimum=1),
+        concurrency=budget_reader.integer("concurrency", 1, minimum=1),
+        cpus_per_trial=resources.number("cpu", 1, minimum=0.0, exclusive=True),
+        gpus_per_trial=gpus,
+    )
+
+    asha_reader = top.section("asha", required=False) or _Reader(path, {}, "asha.")
+    asha_reader.check_keys(("grace_period", "reduction_factor"))
+    asha = Asha(
+        grace_period=asha_reader.integer("grace_period", 1, minimum=1),
+        reduction_factor=asha_reader.number("reduction_factor", 3, minimum=2),
+    )
+
+    space_spec = raw.get("space") or {}
+    try:
+        space = build_space(space_spec, task.registries)
+    except SpaceError as error:
+        raise StudyFileError(path, error.where, error.message) from None
+
+    config = StudyConfig(
+        path=path,
+        name=top.string("name", default_name),
+        task=task_name,
+        seed=top.integer("seed", 0, minimum=0),
+        data=_data_spec(top.section("data")),
+        metric=metric,
+        direction=direction,
+        budget=budget,
+        asha=asha,
+        storage=_check_storage(path, top.string("storage", DEFAULT_STORAGE)),
+        space=space,
+        raw_space=dict(space_spec),
+    )
+    return check_consistency(config)
+
+
+def check_consistency(config: StudyConfig) -> StudyConfig:
+    """Checks that span several fields; run again after command-line overrides."""
+    if config.asha.grace_period > config.budget.max_epochs:
+        raise StudyFileError(
+            config.path, "asha.grace_period",
+            f"{config.asha.grace_period} is larger than budget.max_epochs ({config.budget.max_epochs}); "
+            "ASHA's grace period must be at most the number of epochs",
+        )
+    return config
+
+
+def load_study_file(path: str | os.PathLike) -> StudyConfig:
+    """Reads and validates a study file; raises `StudyFileError` on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyFileError(path, "", "no such file; give the path of a study file such as studies/demo.yaml") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise StudyFileError(path, "", f"cannot be read: {error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise StudyFileError(path, "", f"is not valid YAML{where}: {problem}") from None
+    return parse_study(raw, str(path), default_name=path.stem)
+
+
+def apply_overrides(
+    config: StudyConfig,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    trials: int | None = None,
+    max_epochs: int | None = None,
+    concurrency: int | None = None,
+) -> StudyConfig:
+    """Command-line flags override the study file; they are validated the same way."""
+    flags = {"--trials": trials, "--max-epochs": max_epochs, "--concurrency": concurrency}
+    for flag, value in flags.items():
+        if value is not None and value < 1:
+            raise StudyFileError(config.path, flag, f"{value} is too small; it must be an integer >= 1")
+    budget = replace(
+        config.budget,
+        trials=trials or config.budget.trials,
+        max_epochs=max_epochs or config.budget.max_epochs,
+        concurrency=concurrency or config.budget.concurrency,
+    )
+    asha = config.asha
+    if max_epochs is not None and asha.grace_period > max_epochs:
+        asha = replace(asha, grace_period=max_epochs)  # the user asked for fewer epochs: honour it
+    if study_name is not None and not study_name.strip():
+        raise StudyFileError(config.path, "--study-name", "an empty study name")
+    return check_consistency(replace(
+        config,
+        storage=_check_storage(config.path, storage, "--storage") if storage else config.storage,
+        name=study_name or config.name,
+        budget=budget,
+        asha=asha,
+    ))

@@ -1,0 +1,264 @@
+"""The engine: one study file in, a Ray Tune search recorded in an Optuna study out.
+
+Order matters for safety: the data is loaded and the storage checked before the study is created
+or touched, so that a bad input leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.config import StudyConfig
+from spaces import Strategy, suggest
+from trainables._loop import TrialSettings
+
+
+class SearchError(RuntimeError):
+    """A problem with the environment of a search (storage, existing study, cluster)."""
+
+
+@dataclass
+class SearchSummary:
+    study_name: str
+    storage: str
+    states: dict[str, int]
+    best_value: float | None
+    best_trial: int | None
+    best_strategy: str | None
+    wall_seconds: float
+    trials_run: int
+    data_source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage; SQLite waits for a busy database instead of failing at once."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as error:  # sqlalchemy / driver errors: report them in one line
+        raise SearchError(f"cannot open the storage {url!r}: {type(error).__name__}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def prepare_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -> optuna.Study:
+    """Creates the study, or reopens it after checking it is the same kind of search."""
+    try:
+        existing = optuna.load_study(study_name=config.name, storage=storage)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        if existing.direction.name.lower() != config.direction:
+            raise SearchError(
+                f"study {config.name!r} already exists in {config.storage} with direction "
+                f"{existing.direction.name.lower()}, but this run asks to {config.direction}; "
+                "use another --study-name"
+            )
+        recorded = existing.user_attrs.get("metric")
+        if recorded and recorded != config.metric:
+            raise SearchError(
+                f"study {config.name!r} already exists in {config.storage} with metric {recorded!r}, "
+                f"but this run reports {config.metric!r}; use another --study-name"
+            )
+        return existing
+    study = optuna.create_study(study_name=config.name, storage=storage, direction=config.direction)
+    study.set_user_attr("task", config.task)
+    study.set_user_attr("metric", config.metric)
+    study.set_user_attr("study_file", config.path)
+    study.set_user_attr("max_epochs", config.budget.max_epochs)
+    study.set_user_attr("space", _jsonable(config.raw_space))
+    return study
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
+    """TPE that models the conditional branches jointly (`group`) and spreads concurrent trials
+    apart (`constant_liar`): the space is define-by-run and several trials run at once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+def describe_strategy(config: dict[str, Any]) -> dict[str, Any]:
+    return {"strategy": Strategy.from_config(config).summary()}
+
+
+def run_search(
+    config: StudyConfig,
+    *,
+    data_root: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike | None = None,
+    ray_temp_dir: str | os.PathLike | None = None,
+    trainable: Callable[..., None] | None = None,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+) -> SearchSummary:
+    """Runs (or continues) the study described by `config` and returns what the DB holds after."""
+    started = time.perf_counter()
+    task = config.get_task()
+
+    # 1) data and storage first: nothing is written before both are known to be good.
+    data = task.load_data(config.data, data_root, config.seed)
+    source = getattr(data, "source", "")
+    log(f"data: {source}")
+    storage = open_storage(config.storage)
+
+    # 2) Ray: local unless the caller already connected to a cluster.
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.searcher import FailureRecorder, RecordingOptunaSearch
+
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        ray.init(
+            include_dashboard=False, log_to_driver=verbose >= 2, configure_logging=False,
+            _temp_dir=str(Path(ray_temp_dir).resolve()) if ray_temp_dir else None,
+        )
+    try:
+        notes = _capacity_notes(config, ray.cluster_resources())
+        for note in notes:
+            log(f"note: {note}")
+
+        # 3) The study: created, or reopened after checking it is the same kind of search.
+        study = prepare_study(storage, config)
+        finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+        remaining = config.budget.trials - finished
+        if remaining <= 0:
+            log(f"study {config.name!r} already has {finished} finished trials (budget {config.budget.trials}); nothing to run")
+            return summarize(config, storage, started, trials_run=0, data_source=source, notes=notes)
+        if finished:
+            log(f"study {config.name!r}: {finished} finished trials kept; running {remaining} more")
+
+        searcher = RecordingOptunaSearch(
+            space=functools.partial(suggest, space=config.space),
+            metric=config.metric, mode=config.mode,
+            sampler=make_sampler(config.seed),
+            study_name=config.name, storage=storage,
+            max_epochs=config.budget.max_epochs,
+            describe=describe_strategy,
+        )
+        settings = TrialSettings(
+            metric=config.metric, mode=config.mode, max_epochs=config.budget.max_epochs,
+            seed=config.seed, threads=max(1, int(config.budget.cpus_per_trial)),
+        )
+        runnable = tune.with_parameters(trainable or task.trainable, data=data, settings=settings)
+        runnable = tune.with_resources(runnable, {"cpu": config.budget.cpus_per_trial, "gpu": config.budget.gpus_per_trial})
+        tuner = tune.Tuner(
+            runnable,
+            tune_config=tune.TuneConfig(
+                metric=config.metric, mode=config.mode, search_alg=searcher,
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration", max_t=config.budget.max_epochs,
+                    grace_period=config.asha.grace_period, reduction_factor=config.asha.reduction_factor,
+                ),
+                num_samples=remaining,
+                # Without it a searcher gets one pending trial at a time: trials run one by one.
+                max_concurrent_trials=config.budget.concurrency,
+                # One worker process per concurrent slot, kept across trials: no torch re-import,
+                # no data re-transfer per trial.
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(Path(results_dir or "ray_results").resolve()),
+                callbacks=[FailureRecorder(searcher)],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=0),
+                progress_reporter=_progress_reporter(config) if verbose else None,
+                verbose=verbose,
+            ),
+        )
+        tuner.fit()
+        searcher.close_unfinished()
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    return summarize(config, storage, started, trials_run=remaining, data_source=source, notes=notes)
+
+
+def _capacity_notes(config: StudyConfig, cluster: dict[str, float]) -> list[str]:
+    notes = []
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    per_cpu, per_gpu = config.budget.cpus_per_trial, config.budget.gpus_per_trial
+    fit = int(cpus // per_cpu) if per_cpu else config.budget.concurrency
+    if per_gpu:
+        if gpus < per_gpu:
+            raise SearchError(f"each trial asks for {per_gpu:g} GPU but the Ray cluster has {gpus:g}; lower budget.resources.gpu or add GPUs")
+        fit = min(fit, int(gpus // per_gpu))
+    if fit < config.budget.concurrency:
+        notes.append(
+            f"concurrency {config.budget.concurrency} asks for {config.budget.concurrency * per_cpu:g} CPUs"
+            + (f" and {config.budget.concurrency * per_gpu:g} GPUs" if per_gpu else "")
+            + f"; the cluster has {cpus:g} CPUs" + (f" and {gpus:g} GPUs" if per_gpu else "")
+            + f", so at most {fit} trials run at once"
+        )
+    if per_cpu > cpus:
+        raise SearchError(f"each trial asks for {per_cpu:g} CPUs but the Ray cluster has {cpus:g}; lower budget.resources.cpu")
+    return notes
+
+
+def _progress_reporter(config: StudyConfig) -> Any:
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        metric_columns={config.metric: config.metric, "train_loss": "train_loss", "training_iteration": "epoch"},
+        parameter_columns={"encoder/name": "encoder", "loss/name": "loss", "optimizer/name": "optimizer", "schedule/name": "schedule"},
+        max_report_frequency=30,
+        sort_by_metric=True,
+        max_progress_rows=12,
+    )
+
+
+def summarize(
+    config: StudyConfig,
+    storage: optuna.storages.BaseStorage,
+    started: float,
+    *,
+    trials_run: int,
+    data_source: str = "",
+    notes: list[str] | None = None,
+) -> SearchSummary:
+    """What the Optuna DB holds for the study, read back from storage."""
+    study = optuna.load_study(study_name=config.name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = (max if config.mode == "max" else min)(completed, key=lambda t: t.value) if completed else None
+    return SearchSummary(
+        study_name=config.name,
+        storage=config.storage,
+        states=dict(states),
+        best_value=best.value if best else None,
+        best_trial=best.number if best else None,
+        best_strategy=best.user_attrs.get("strategy") if best else None,
+        wall_seconds=time.perf_counter() - started,
+        trials_run=trials_run,
+        data_source=data_source,
+        notes=list(notes or []),
+    )

@@ -1,0 +1,35 @@
+"""The tasks the engine can search: a plain table the config loader and the engine read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spaces._base import Registry
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    registries: Mapping[str, Registry]
+    metrics: Mapping[str, str]  # metric reported per epoch -> "max" or "min"
+    load_data: Callable[..., Any]  # (data spec, data_root, seed) -> data shipped to trials
+    trainable: Callable[..., None]  # (config, data, settings) -> None, reports per epoch
+
+
+def _text_classification() -> Task:
+    from spaces import TEXT_CLASSIFICATION
+    from trainables.data import load_text_classification
+    from trainables.text_classification import METRICS, train_text_classification
+
+    return Task("text_classification", TEXT_CLASSIFICATION, METRICS, load_text_classification, train_text_classification)
+
+
+TASKS: dict[str, Callable[[], Task]] = {
+    "text_classification": _text_classification,
+}
+
+
+def get_task(name: str) -> Task:
+    return TASKS[name]()

@@ -1,0 +1,36 @@
+"""Training-strategy search spaces: component registries and the define-by-run `suggest`.
+
+    import optuna
+    from spaces import TEXT_CLASSIFICATION, build_space, suggest
+
+    space = build_space({"loss": ["focal", "ghm"], "optimizer": "adamw"}, TEXT_CLASSIFICATION)
+    trial = optuna.create_study().ask()
+    strategy = suggest(trial, space)   # {"loss/name": "ghm", "loss/ghm/bins": 12, ...}
+"""
+
+from __future__ import annotations
+
+from spaces._base import Categorical, Component, Fixed, Float, Int, Registry, SpaceError, registry
+from spaces._space import FamilySpace, Space, Strategy, build_space, suggest, unflatten
+from spaces.addons import ADDONS
+from spaces.encoders import ENCODERS
+from spaces.losses import LOSSES
+from spaces.optimizers import OPTIMIZERS
+from spaces.regularizers import REGULARIZERS
+from spaces.schedules import SCHEDULES
+
+# The families a text-classification study searches, in the order a strategy is sampled.
+TEXT_CLASSIFICATION = {
+    "encoder": ENCODERS,
+    "addons": ADDONS,
+    "loss": LOSSES,
+    "regularizers": REGULARIZERS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+}
+
+__all__ = [
+    "ADDONS", "ENCODERS", "LOSSES", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "Categorical", "Component", "FamilySpace", "Fixed", "Float", "Int", "Registry", "Space",
+    "SpaceError", "Strategy", "build_space", "registry", "suggest", "unflatten",
+]

@@ -1,0 +1,250 @@
+"""Hyperparameter declarations and component registries.
+
+A component (a loss, an optimizer, an encoder, ...) declares its hyperparameters with default
+ranges; a study may override any range, fix any value, or restrict a family to a subset of its
+components. Overrides are checked here, against each parameter's hard limits, so that a bad
+study file is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, Union
+
+
+class SpaceError(ValueError):
+    """A space specification is invalid. `where` is the dotted field path in the study file."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+class _Trial(Protocol):
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """Hard bounds a value must respect whatever the study says (e.g. a learning rate > 0)."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+
+    def describe(self) -> str:
+        parts = []
+        if self.minimum is not None:
+            parts.append(f"{'>' if self.exclusive_minimum else '>='} {self.minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"{'<' if self.exclusive_maximum else '<='} {self.maximum:g}")
+        return " and ".join(parts) if parts else "any number"
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.minimum is not None:
+            if value < self.minimum or (self.exclusive_minimum and value == self.minimum):
+                return False
+        if self.maximum is not None:
+            if value > self.maximum or (self.exclusive_maximum and value == self.maximum):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Float:
+    """A float searched in [low, high] (log-uniform if `log`)."""
+
+    low: float
+    high: float
+    log: bool = False
+    limits: _Limits = field(default_factory=_Limits)
+    doc: str = ""
+
+    def suggest(self, trial: _Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+    def override(self, value: Any, where: str) -> Param:
+        if _number(value):
+            return Fixed(float(self._check(value, where)))
+        low, high, log = _range_form(value, where, self.log, kind="float")
+        return Float(float(self._check(low, where)), float(self._check(high, where)), log, self.limits, self.doc)
+
+    def _check(self, value: Any, where: str) -> float:
+        if not _number(value) or not self.limits.admits(float(value)):
+            raise SpaceError(where, f"{value!r} is out of range; {self.doc or 'this value'} must be {self.limits.describe()}")
+        return float(value)
+
+    def __post_init__(self) -> None:
+        _check_bounds(self.low, self.high, self.log)
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer searched in [low, high] with `step`."""
+
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+    limits: _Limits = field(default_factory=_Limits)
+    doc: str = ""
+
+    def suggest(self, trial: _Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+
+    def override(self, value: Any, where: str) -> Param:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return Fixed(self._check(value, where))
+        low, high, log = _range_form(value, where, self.log, kind="int")
+        step = value.get("step", self.step) if isinstance(value, Mapping) else self.step
+        if not isinstance(step, int) or step < 1:
+            raise SpaceError(where, f"step {step!r} must be a positive integer")
+        return Int(self._check(low, where), self._check(high, where), step if not log else 1, log, self.limits, self.doc)
+
+    def _check(self, value: Any, where: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not self.limits.admits(value):
+            raise SpaceError(where, f"{value!r} is out of range; {self.doc or 'this value'} must be an integer {self.limits.describe()}")
+        return value
+
+    def __post_init__(self) -> None:
+        _check_bounds(self.low, self.high, self.log)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One of `choices`. `allowed` (if set) bounds what a study may list."""
+
+    choices: tuple[Any, ...]
+    allowed: Callable[[Any], bool] | None = None
+    doc: str = ""
+
+    def suggest(self, trial: _Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+    def override(self, value: Any, where: str) -> Param:
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise SpaceError(where, "an empty list of choices; give one value to fix it or several to search")
+        for item in values:
+            if not self._admits(item):
+                raise SpaceError(where, f"{item!r} is not accepted; {self.doc or 'accepted values'}: {_choices_text(self.choices)}")
+        return Fixed(values[0]) if len(values) == 1 else Categorical(tuple(values), self.allowed, self.doc)
+
+    def _admits(self, item: Any) -> bool:
+        if self.allowed is not None:
+            return self.allowed(item)
+        return item in self.choices and type(item) is type(next(c for c in self.choices if c == item))
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A constant: not sampled, but part of the resolved config."""
+
+    value: Any
+
+    def suggest(self, trial: _Trial, name: str) -> Any:
+        return self.value
+
+    def override(self, value: Any, where: str) -> Param:
+        raise SpaceError(where, f"this value is fixed at {self.value!r} and cannot be overridden")
+
+
+Param = Union[Float, Int, Categorical, Fixed]
+
+
+def positive() -> _Limits:
+    """Limits for a strictly positive value such as a learning rate."""
+    return _Limits(minimum=0.0, exclusive_minimum=True)
+
+
+def between(minimum: float, maximum: float, *, exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> _Limits:
+    return _Limits(minimum, maximum, exclusive_minimum=exclusive_minimum, exclusive_maximum=exclusive_maximum)
+
+
+def at_least(minimum: float) -> _Limits:
+    return _Limits(minimum=minimum)
+
+
+def _check_bounds(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ValueError(f"low {low} > high {high}")
+    if log and low <= 0:
+        raise ValueError(f"a log range needs low > 0, got {low}")
+
+
+def _range_form(value: Any, where: str, default_log: bool, *, kind: str) -> tuple[Any, Any, bool]:
+    """Reads `[low, high]` or `{low, high, log}` and checks low <= high (and > 0 for log)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        low, high, log = value[0], value[1], default_log
+    elif isinstance(value, Mapping) and {"low", "high"} <= set(value):
+        unknown = set(value) - {"low", "high", "log", "step"}
+        if unknown:
+            raise SpaceError(where, f"unknown key(s) {sorted(unknown)}; a range accepts low, high, log, step")
+        low, high, log = value["low"], value["high"], value.get("log", default_log)
+    else:
+        raise SpaceError(
+            where,
+            f"{value!r} is not a {kind} value or range; give a number to fix it, "
+            f"[low, high] or {{low: ..., high: ..., log: true}} to search it",
+        )
+    if not isinstance(log, bool):
+        raise SpaceError(where, f"log must be true or false, got {log!r}")
+    if not (_number(low) and _number(high)):
+        raise SpaceError(where, f"bounds must be numbers, got [{low!r}, {high!r}]")
+    if low > high:
+        raise SpaceError(where, f"low {low!r} is greater than high {high!r}")
+    if log and low <= 0:
+        raise SpaceError(where, f"a log range needs low > 0, got {low!r}")
+    return low, high, log
+
+
+def _choices_text(choices: Sequence[Any]) -> str:
+    return ", ".join(repr(c) if not isinstance(c, str) else c for c in choices)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One entry of a family: its name, its hyperparameters with default ranges, and its builder."""
+
+    name: str
+    params: Mapping[str, Param]
+    build: Callable[..., Any] | None = None
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A family of components.
+
+    kind "choice": a strategy uses exactly one component (a loss, an optimizer, ...);
+    kind "toggle": a strategy uses any subset (add-ons, regularizers), each switched on or off.
+    """
+
+    family: str
+    kind: Literal["choice", "toggle"]
+    components: Mapping[str, Component]
+
+    def __getitem__(self, name: str) -> Component:
+        return self.components[name]
+
+    def names(self) -> list[str]:
+        return list(self.components)
+
+
+def registry(family: str, kind: Literal["choice", "toggle"], components: Sequence[Component]) -> Registry:
+    table = {c.name: c for c in components}
+    if len(table) != len(components):
+        raise ValueError(f"duplicate component names in family {family}")
+    return Registry(family, kind, table)

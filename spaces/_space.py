@@ -1,0 +1,241 @@
+"""The study's space, and the define-by-run `suggest` that samples one whole strategy from it.
+
+Parameter names are branch-specific so that no categorical changes its choices between branches,
+and they unflatten on "/" into a nested config without collisions:
+
+    encoder/name = "bilstm"            encoder/bilstm/hidden = 128
+    addons/mhsa/on = True              addons/mhsa/heads = 4
+    loss/name = "focal"                loss/focal/gamma = 2.0
+    regularizers/dropout/on = True     regularizers/dropout/p = 0.5
+    optimizer/name = "adamw"           optimizer/adamw/lr = 1e-3
+    schedule/name = "cosine"           schedule/cosine/warmup_fraction = 0.1
+    train/batch_size = 64              model/embedding_dim = 300
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from spaces._base import Categorical, Param, Registry, SpaceError
+
+
+@dataclass(frozen=True)
+class FamilySpace:
+    """What a study searches in one family.
+
+    For a "choice" family `candidates` are the components the sampler picks one from; for a
+    "toggle" family they are the components it switches on or off, and `always` are on in
+    every trial. `params` holds each component's effective ranges after the study's overrides.
+    """
+
+    registry: Registry
+    candidates: tuple[str, ...]
+    always: tuple[str, ...] = ()
+    params: Mapping[str, Mapping[str, Param]] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return self.registry.family
+
+
+# Parameters that belong to no family: name in the study file -> (flat name, default).
+GLOBAL_PARAMS: dict[str, tuple[str, Param]] = {
+    "batch_size": ("train/batch_size", Categorical((32, 64, 128), allowed=lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, doc="a batch size (positive integer)")),
+    "embedding_dim": ("model/embedding_dim", Categorical((128, 300), allowed=lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, doc="an embedding size (positive integer)")),
+}
+
+
+@dataclass(frozen=True)
+class Space:
+    families: Mapping[str, FamilySpace]
+    globals: Mapping[str, Param]  # flat name -> param
+
+
+def build_space(spec: Mapping[str, Any] | None, registries: Mapping[str, Registry], where: str = "space") -> Space:
+    """Reads a study's `space:` section against the task's registries.
+
+    A family may be omitted (every component searched with default ranges), or given as:
+      - a name (fixed), or a list of names (searched among them);
+      - a mapping `{choices: [...], params: {component: {param: override}}}`; for a toggle family
+        `{search: [...], always: [...], params: ...}` (components in neither are off).
+    An override is a number or a single value (fixed), `[low, high]`, `{low, high, log}`, or a
+    list of choices for a categorical.
+    """
+    spec = dict(spec or {})
+    if not isinstance(spec, Mapping):
+        raise SpaceError(where, f"expected a mapping of families, got {spec!r}")
+    known = list(registries) + list(GLOBAL_PARAMS)
+    unknown = [k for k in spec if k not in known]
+    if unknown:
+        raise SpaceError(f"{where}.{unknown[0]}", f"unknown space entry; accepted: {', '.join(known)}")
+
+    families = {
+        family: _family_space(reg, spec.get(family), f"{where}.{family}")
+        for family, reg in registries.items()
+    }
+    globals_ = {}
+    for key, (flat_name, default) in GLOBAL_PARAMS.items():
+        globals_[flat_name] = default.override(spec[key], f"{where}.{key}") if key in spec else default
+    return Space(families, globals_)
+
+
+def _family_space(reg: Registry, value: Any, where: str) -> FamilySpace:
+    accepted = ", ".join(reg.names())
+    params_spec: Any = {}
+    always: list[str] = []
+    if value is None:
+        candidates = reg.names()
+    elif isinstance(value, str):
+        candidates = [value]
+    elif isinstance(value, (list, tuple)):
+        candidates = list(value)
+    elif isinstance(value, Mapping):
+        allowed_keys = {"choices", "params"} if reg.kind == "choice" else {"search", "always", "params"}
+        extra = set(value) - allowed_keys
+        if extra:
+            raise SpaceError(f"{where}.{sorted(extra)[0]}", f"unknown key; accepted: {', '.join(sorted(allowed_keys))}")
+        list_key = "choices" if reg.kind == "choice" else "search"
+        candidates = value.get(list_key, reg.names() if reg.kind == "choice" else [])
+        if isinstance(candidates, str):
+            candidates = [candidates]
+        always = value.get("always", []) or []
+        if isinstance(always, str):
+            always = [always]
+        params_spec = value.get("params", {}) or {}
+        where_list = f"{where}.{list_key}"
+    else:
+        raise SpaceError(where, f"{value!r} is not a component name, a list of names or a mapping; accepted names: {accepted}")
+
+    where_list = where if not isinstance(value, Mapping) else where_list
+    for name in [*candidates, *always]:
+        if not isinstance(name, str) or name not in reg.components:
+            raise SpaceError(where_list, f"{name!r} is not a known {reg.family}; accepted: {accepted}")
+    if len(set(candidates)) != len(candidates):
+        raise SpaceError(where_list, f"a component is listed twice: {candidates}")
+    if set(candidates) & set(always):
+        raise SpaceError(where, f"{sorted(set(candidates) & set(always))} listed in both search and always")
+    if reg.kind == "choice" and not candidates:
+        raise SpaceError(where_list, f"no {reg.family} to choose from; accepted: {accepted}")
+
+    if not isinstance(params_spec, Mapping):
+        raise SpaceError(f"{where}.params", f"expected a mapping of component -> {{param: value}}, got {params_spec!r}")
+    active = [*candidates, *always]
+    params: dict[str, Mapping[str, Param]] = {}
+    for name in active:
+        params[name] = dict(reg[name].params)
+    for name, overrides in params_spec.items():
+        where_c = f"{where}.params.{name}"
+        if name not in reg.components:
+            raise SpaceError(where_c, f"{name!r} is not a known {reg.family}; accepted: {accepted}")
+        if name not in active:
+            raise SpaceError(where_c, f"parameters given for {name!r}, which this study does not use; it uses: {', '.join(active)}")
+        if not isinstance(overrides, Mapping):
+            raise SpaceError(where_c, f"expected a mapping of parameter -> value or range, got {overrides!r}")
+        declared = reg[name].params
+        effective = dict(declared)
+        for pname, override in overrides.items():
+            if pname not in declared:
+                options = ", ".join(declared) or "none (it has no hyperparameters)"
+                raise SpaceError(f"{where_c}.{pname}", f"{name} has no parameter {pname!r}; its parameters: {options}")
+            effective[pname] = declared[pname].override(override, f"{where_c}.{pname}")
+        params[name] = effective
+    return FamilySpace(reg, tuple(candidates), tuple(always), params)
+
+
+def suggest(trial: Any, space: Space) -> dict[str, Any]:
+    """Samples one whole strategy; returns it flat, fixed values included.
+
+    Works with a plain `optuna.Trial` (`optuna.create_study().ask()`) and with the trial that
+    Ray's OptunaSearch passes to a define-by-run space. Only samples; never computes.
+    """
+    config: dict[str, Any] = {}
+    for fam in space.families.values():
+        family = fam.family
+        if fam.registry.kind == "choice":
+            # A single candidate is still asked for, so every trial's params name its choice.
+            chosen = trial.suggest_categorical(f"{family}/name", list(fam.candidates))
+            config[f"{family}/name"] = chosen
+            _suggest_params(trial, config, f"{family}/{chosen}", fam.params[chosen])
+        else:
+            for name in fam.registry.names():
+                if name in fam.always:
+                    on = True
+                elif name in fam.candidates:
+                    on = trial.suggest_categorical(f"{family}/{name}/on", [False, True])
+                else:
+                    on = False
+                config[f"{family}/{name}/on"] = on
+                if on:
+                    _suggest_params(trial, config, f"{family}/{name}", fam.params[name])
+    for flat_name, param in space.globals.items():
+        config[flat_name] = param.suggest(trial, flat_name)
+    return config
+
+
+def _suggest_params(trial: Any, config: dict[str, Any], prefix: str, params: Mapping[str, Param]) -> None:
+    for pname, param in params.items():
+        config[f"{prefix}/{pname}"] = param.suggest(trial, f"{prefix}/{pname}")
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"loss/focal/gamma": 2}` -> `{"loss": {"focal": {"gamma": 2}}}` (as Ray Tune does)."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, leaf = key.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One sampled strategy, read from the nested config a trial receives."""
+
+    encoder: tuple[str, dict[str, Any]]
+    addons: dict[str, dict[str, Any]]  # the add-ons switched on, with their hyperparameters
+    loss: tuple[str, dict[str, Any]]
+    regularizers: dict[str, dict[str, Any]]
+    optimizer: tuple[str, dict[str, Any]]
+    schedule: tuple[str, dict[str, Any]]
+    batch_size: int
+    embedding_dim: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Strategy:
+        def choice(family: str) -> tuple[str, dict[str, Any]]:
+            name = config[family]["name"]
+            return name, dict(config[family].get(name, {}))
+
+        def toggles(family: str) -> dict[str, dict[str, Any]]:
+            return {
+                name: {k: v for k, v in entry.items() if k != "on"}
+                for name, entry in config.get(family, {}).items()
+                if entry.get("on")
+            }
+
+        return cls(
+            encoder=choice("encoder"),
+            addons=toggles("addons"),
+            loss=choice("loss"),
+            regularizers=toggles("regularizers"),
+            optimizer=choice("optimizer"),
+            schedule=choice("schedule"),
+            batch_size=int(config["train"]["batch_size"]),
+            embedding_dim=int(config["model"]["embedding_dim"]),
+        )
+
+    def summary(self) -> str:
+        """A one-line name such as `bilstm+mhsa+layernorm / focal / adamw / cosine`."""
+        model = "+".join([self.encoder[0], *self.addons])
+        regs = "+".join(self.regularizers) or "no-reg"
+        return f"{model} / {self.loss[0]} / {regs} / {self.optimizer[0]} / {self.schedule[0]}"
+
+    def regularizer(self, name: str, key: str, off: Any = 0.0) -> Any:
+        """A regularizer's hyperparameter, or `off` when the regularizer is not used."""
+        entry = self.regularizers.get(name)
+        return off if entry is None else entry[key]
+

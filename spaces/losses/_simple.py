@@ -1,0 +1,60 @@
+"""Cross-entropy, with optional label smoothing (Szegedy et al. 2016)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from spaces._base import Component, Float, between
+from spaces.losses._common import IGNORE_INDEX, _ClassificationLoss
+
+
+class CrossEntropyLoss(_ClassificationLoss):
+    """Softmax cross-entropy averaged over non-ignored examples.
+
+    Args:
+        num_classes: The number of classes C.
+        label_smoothing: The probability mass spread uniformly over all classes (0 = none).
+    """
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0) -> None:
+        super().__init__(num_classes)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits, _, valid = self._prepare(logits, targets)
+        # A sum divided by the count, not reduction="mean": the mean is nan when every target is ignored.
+        total = F.cross_entropy(
+            logits, targets, ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=self.label_smoothing
+        )
+        return total / valid.sum().clamp(min=1)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, label_smoothing={self.label_smoothing:g}"
+
+
+def _build_cross_entropy(num_classes: int) -> CrossEntropyLoss:
+    return CrossEntropyLoss(num_classes)
+
+
+def _build_label_smoothing(num_classes: int, *, epsilon: float) -> CrossEntropyLoss:
+    return CrossEntropyLoss(num_classes, label_smoothing=epsilon)
+
+
+CROSS_ENTROPY = Component(
+    "cross_entropy",
+    {},
+    _build_cross_entropy,
+    "softmax cross-entropy",
+)
+
+LABEL_SMOOTHING = Component(
+    "label_smoothing",
+    {
+        "epsilon": Float(
+            0.01, 0.3, limits=between(0.0, 1.0, exclusive_maximum=True), doc="the label-smoothing epsilon"
+        ),
+    },
+    _build_label_smoothing,
+    "cross-entropy against targets smoothed towards the uniform distribution (Szegedy et al. 2016)",
+)

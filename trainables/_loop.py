@@ -1,0 +1,145 @@
+"""Small helpers shared by the per-task training loops: device and precision, regularization
+terms, checkpoints and the report to Ray Tune. The loops stay one readable function each."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from spaces._space import Strategy
+
+# metrics, checkpoint directory (or None) -> None. Ray's `tune.report` in a search; tests may
+# pass a plain function so that the loop runs without Ray.
+Reporter = Callable[[dict[str, Any], "str | None"], None]
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What a trial needs besides its sampled strategy (same for every trial of a search)."""
+
+    metric: str
+    mode: str  # "max" or "min"
+    max_epochs: int
+    seed: int = 0
+    threads: int = 1
+    mixed_precision: bool = True  # used on GPU only
+    checkpoint: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Precision:
+    """Autocast and gradient scaling: bfloat16 where the GPU has it, else float16 with a scaler."""
+
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self.enabled = enabled and device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+        self.device_type = device.type
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def penalized_weights(model: nn.Module) -> list[nn.Parameter]:
+    """Weight matrices: what L1/L2 penalties apply to (not biases, norms or embedding tables)."""
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return [p for p in model.parameters() if p.dim() >= 2 and id(p) not in embedding_weights]
+
+
+def penalty(strategy: Strategy, weights: list[nn.Parameter]) -> torch.Tensor | float:
+    """The L1 and L2 terms the strategy adds to the loss (0.0 when it uses neither)."""
+    total: torch.Tensor | float = 0.0
+    l2 = strategy.regularizer("l2", "coefficient")
+    l1 = strategy.regularizer("l1", "coefficient")
+    if l2:
+        total = total + l2 * sum(w.pow(2).sum() for w in weights)
+    if l1:
+        total = total + l1 * sum(w.abs().sum() for w in weights)
+    return total
+
+
+def decay_weights(optimizer: torch.optim.Optimizer, decay_params: list[nn.Parameter], decay: float) -> None:
+    """Decoupled weight decay (Loshchilov & Hutter), the same for every optimizer: w -= lr * decay * w."""
+    if not decay:
+        return
+    lr = optimizer.param_groups[0]["lr"]
+    with torch.no_grad():
+        torch._foreach_mul_(decay_params, 1.0 - lr * decay)
+
+
+def decayed_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """As in nanoGPT: decay every parameter with dim >= 2, never biases or norm gains."""
+    return [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step}; "
+            "a lower learning rate or gradient clipping may help"
+        )
+
+
+def ray_reporter() -> Reporter:
+    from ray import tune
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    return report
+
+
+def ray_checkpoint_dir() -> contextlib.AbstractContextManager[str | None]:
+    """The directory of the checkpoint Ray restores this trial from, if any."""
+    try:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+    except Exception:  # not inside a Ray trial (tests run the loop directly)
+        checkpoint = None
+    if checkpoint is None:
+        return contextlib.nullcontext(None)
+    return checkpoint.as_directory()
+
+
+@contextlib.contextmanager
+def checkpoint_dir(state: dict[str, Any] | None) -> Iterator[str | None]:
+    """Writes `state` to a temporary directory that lives until the report has copied it."""
+    if state is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as directory:
+        torch.save(state, os.path.join(directory, "state.pt"))
+        yield directory
+
+
+def load_state(directory: str | None) -> dict[str, Any] | None:
+    if directory is None:
+        return None
+    path = os.path.join(directory, "state.pt")
+    return torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None

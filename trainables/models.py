@@ -1,0 +1,60 @@
+"""Models assembled from a sampled strategy."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spaces._space import Strategy
+from spaces.addons import ADDONS
+from spaces.encoders import ENCODERS
+
+
+class TokenDropout(nn.Module):
+    """Embedding dropout: zeroes whole token vectors (and rescales), not single coordinates."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not self.p:
+            return x
+        keep = torch.empty(x.shape[:-1] + (1,), device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class TextClassifier(nn.Module):
+    """embedding -> encoder -> add-ons -> masked max pooling over time -> dropout -> linear."""
+
+    def __init__(self, embedding: nn.Embedding, embedding_dropout: float, encoder: nn.Module, addons: list[nn.Module], dropout: float, num_classes: int) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.embedding_dropout = TokenDropout(embedding_dropout)
+        self.encoder = encoder
+        self.addons = nn.ModuleList(addons)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.output_dim, num_classes)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embedding_dropout(self.embedding(tokens))
+        x = self.encoder(x, mask)
+        for addon in self.addons:
+            x = addon(x, mask)
+        x = x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min)
+        pooled = x.max(dim=1).values
+        return self.classifier(self.dropout(pooled))
+
+
+def build_text_classifier(strategy: Strategy, vocab_size: int, num_classes: int) -> TextClassifier:
+    dropout = strategy.regularizer("dropout", "p")
+    embedding = nn.Embedding(vocab_size, strategy.embedding_dim, padding_idx=0)
+    encoder_name, encoder_params = strategy.encoder
+    encoder = ENCODERS[encoder_name].build(strategy.embedding_dim, dropout=dropout, **encoder_params)
+    # Registry order, not sampling order, so a given set of add-ons always builds the same model.
+    addons = [
+        ADDONS[name].build(encoder.output_dim, dropout=dropout, **strategy.addons[name])
+        for name in ADDONS.names()
+        if name in strategy.addons
+    ]
+    return TextClassifier(embedding, strategy.regularizer("embedding_dropout", "p"), encoder, addons, dropout, num_classes)

@@ -1,0 +1,149 @@
+"""The text-classification trainable: one sampled strategy, trained and reported once per epoch.
+
+It knows nothing about the searcher: it reads its config, trains, and calls `report` with one flat
+dict per epoch (plus a checkpoint). Ray Tune passes the config; the encoded data arrives once
+through the object store (`tune.with_parameters`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from spaces._space import Strategy
+from spaces.losses import LOSSES
+from spaces.optimizers import OPTIMIZERS
+from spaces.schedules import SCHEDULES
+from trainables import _loop
+from trainables.data import EncodedSplit, TextClassificationData
+from trainables.models import build_text_classifier
+
+METRICS = {"accuracy": "max", "macro_f1": "max", "loss": "min"}
+
+
+def batches(split: EncodedSplit, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Padded batches (tokens, mask, labels), each padded only to its own longest example."""
+    order = rng.permutation(len(split)) if shuffle else np.argsort(split.lengths(), kind="stable")
+    lengths = split.lengths()
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        width = int(lengths[index].max())
+        tokens = np.zeros((len(index), width), dtype=np.int64)
+        for row, i in enumerate(index):
+            ids = split.tokens[split.offsets[i]:split.offsets[i + 1]]
+            tokens[row, :len(ids)] = ids
+        tokens_t = torch.from_numpy(tokens)
+        yield tokens_t, tokens_t != 0, torch.from_numpy(split.labels[index])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: EncodedSplit, device: torch.device, precision: _loop.Precision) -> dict[str, float]:
+    model.eval()
+    predictions, golds, loss_sum = [], [], 0.0
+    for tokens, mask, labels in batches(split, 256, shuffle=False):
+        with precision.autocast():
+            logits = model(tokens.to(device), mask.to(device))
+        loss_sum += nn.functional.cross_entropy(logits.float(), labels.to(device), reduction="sum").item()
+        predictions.append(logits.argmax(dim=-1).cpu().numpy())
+        golds.append(labels.numpy())
+    predicted, gold = np.concatenate(predictions), np.concatenate(golds)
+    return {
+        "accuracy": float((predicted == gold).mean()),
+        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        "loss": loss_sum / len(gold),
+    }
+
+
+def train_text_classification(
+    config: dict[str, Any],
+    data: TextClassificationData,
+    settings: _loop.TrialSettings,
+    report: _loop.Reporter | None = None,
+) -> None:
+    """Trains one strategy for up to `settings.max_epochs`, reporting after every epoch."""
+    report = report or _loop.ray_reporter()
+    torch.set_num_threads(settings.threads)
+    _loop.seed_everything(settings.seed)
+    strategy = Strategy.from_config(config)
+    device = _loop.pick_device()
+    precision = _loop.Precision(device, settings.mixed_precision)
+
+    model = build_text_classifier(strategy, len(data.vocab), len(data.labels)).to(device)
+    loss_name, loss_params = strategy.loss
+    loss_fn = LOSSES[loss_name].build(len(data.labels), **loss_params).to(device)
+    optimizer_name, optimizer_params = strategy.optimizer
+    optimizer = OPTIMIZERS[optimizer_name].build(model.parameters(), **optimizer_params)
+    steps_per_epoch = math.ceil(len(data.train) / strategy.batch_size)
+    schedule_name, schedule_params = strategy.schedule
+    schedule = SCHEDULES[schedule_name].build(
+        optimizer, steps_per_epoch=steps_per_epoch, max_epochs=settings.max_epochs,
+        mode=METRICS.get(settings.metric, settings.mode), **schedule_params,
+    )
+    penalized = _loop.penalized_weights(model)
+    decayed = _loop.decayed_parameters(model)
+    decay = strategy.regularizer("weight_decay", "decay")
+    clip = strategy.regularizer("grad_clip", "max_norm")
+    rng = np.random.default_rng(settings.seed)
+
+    first_epoch = 1
+    with _loop.ray_checkpoint_dir() as restored_dir:
+        state = _loop.load_state(restored_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        loss_fn.load_state_dict(state["loss"])
+        rng.bit_generator.state = state["rng"]
+        first_epoch = state["epoch"] + 1
+
+    param_count = _loop.count_parameters(model)
+    for epoch in range(first_epoch, settings.max_epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        loss_total, examples = 0.0, 0
+        for step, (tokens, mask, labels) in enumerate(batches(data.train, strategy.batch_size, shuffle=True, rng=rng)):
+            tokens, mask, labels = tokens.to(device), mask.to(device), labels.to(device)
+            with precision.autocast():
+                logits = model(tokens, mask)
+            loss = loss_fn(logits, labels)
+            objective = loss + _loop.penalty(strategy, penalized)
+            _loop.check_finite(objective, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            precision.scaler.scale(objective).backward()
+            if clip:
+                precision.scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            _loop.decay_weights(optimizer, decayed, decay)
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+            schedule.after_batch()
+            loss_total += loss.item() * len(labels)
+            examples += len(labels)
+        train_seconds = time.perf_counter() - started
+
+        dev = evaluate(model, data.validation, device, precision)
+        schedule.after_epoch(dev[settings.metric])
+        metrics = {
+            **dev,
+            "train_loss": loss_total / examples,
+            "epoch": epoch,
+            "param_count": param_count,
+            "train_seconds": train_seconds,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        state = None
+        if settings.checkpoint:
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "loss": loss_fn.state_dict(),
+                "rng": rng.bit_generator.state, "epoch": epoch,
+            }
+        with _loop.checkpoint_dir(state) as directory:
+            report(metrics, directory)

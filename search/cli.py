@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's status table every 30 s instead of a box per trial start and per result.
+    os.environ.setdefault("AIR_VERBOSITY", "1")
+    # Ray forces an experiment snapshot after each checkpoint when keeping the last one only;
+    # the snapshot is small here, so its "may become a bottleneck" warning is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         if args.command == "run":
             return _run(args)
@@ -78,8 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import optuna
+
     from search.config import apply_overrides, load_study_file
     from search.engine import run_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     config = load_study_file(args.study_file)
     config = apply_overrides(

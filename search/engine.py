@@ -190,7 +190,6 @@ def run_search(
                 callbacks=[FailureRecorder(searcher)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),
-                progress_reporter=_progress_reporter(config) if verbose else None,
                 verbose=verbose,
             ),
         )
@@ -221,18 +220,6 @@ def _capacity_notes(config: StudyConfig, cluster: dict[str, float]) -> list[str]
     if per_cpu > cpus:
         raise SearchError(f"each trial asks for {per_cpu:g} CPUs but the Ray cluster has {cpus:g}; lower budget.resources.cpu")
     return notes
-
-
-def _progress_reporter(config: StudyConfig) -> Any:
-    from ray.tune import CLIReporter
-
-    return CLIReporter(
-        metric_columns={config.metric: config.metric, "train_loss": "train_loss", "training_iteration": "epoch"},
-        parameter_columns={"encoder/name": "encoder", "loss/name": "loss", "optimizer/name": "optimizer", "schedule/name": "schedule"},
-        max_report_frequency=30,
-        sort_by_metric=True,
-        max_progress_rows=12,
-    )
 
 
 def summarize(

@@ -99,7 +99,8 @@ class RecordingOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("wall_time_s", round(float(result.get("time_total_s", 0.0)), 3))
         ot_trial.set_user_attr("metrics", {
             k: v for k, v in result.items()
-            if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
+            if k not in _NOT_METRICS and not k.startswith("config/")
+            and isinstance(v, (int, float)) and not isinstance(v, bool)
         })
         if value is None or not math.isfinite(value):
             self._finish(trial_id, TrialState.FAIL, None, f"metric {self.metric} is {value!r} at epoch {epochs}")

@@ -79,7 +79,9 @@ class Float:
         if _number(value):
             return Fixed(float(self._check(value, where)))
         low, high, log = _range_form(value, where, self.log, kind="float")
-        return Float(float(self._check(low, where)), float(self._check(high, where)), log, self.limits, self.doc)
+        low, high = self._check(low, where), self._check(high, where)
+        _check_log_range(low, high, log, where)
+        return Float(low, high, log, self.limits, self.doc)
 
     def _check(self, value: Any, where: str) -> float:
         if not _number(value) or not self.limits.admits(float(value)):
@@ -111,7 +113,9 @@ class Int:
         step = value.get("step", self.step) if isinstance(value, Mapping) else self.step
         if not isinstance(step, int) or step < 1:
             raise SpaceError(where, f"step {step!r} must be a positive integer")
-        return Int(self._check(low, where), self._check(high, where), step if not log else 1, log, self.limits, self.doc)
+        low, high = self._check(low, where), self._check(high, where)
+        _check_log_range(low, high, log, where)
+        return Int(low, high, step if not log else 1, log, self.limits, self.doc)
 
     def _check(self, value: Any, where: str) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or not self.limits.admits(value):
@@ -164,6 +168,11 @@ class Fixed:
 Param = Union[Float, Int, Categorical, Fixed]
 
 
+def is_positive_int(value: Any) -> bool:
+    """For `Categorical(allowed=...)`: module-level, so spaces stay picklable (Ray saves them)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def positive() -> _Limits:
     """Limits for a strictly positive value such as a learning rate."""
     return _Limits(minimum=0.0, exclusive_minimum=True)
@@ -205,9 +214,12 @@ def _range_form(value: Any, where: str, default_log: bool, *, kind: str) -> tupl
         raise SpaceError(where, f"bounds must be numbers, got [{low!r}, {high!r}]")
     if low > high:
         raise SpaceError(where, f"low {low!r} is greater than high {high!r}")
+    return low, high, log
+
+
+def _check_log_range(low: float, high: float, log: bool, where: str) -> None:
     if log and low <= 0:
         raise SpaceError(where, f"a log range needs low > 0, got {low!r}")
-    return low, high, log
 
 
 def _choices_text(choices: Sequence[Any]) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spaces._base import Categorical, Param, Registry, SpaceError
+from spaces._base import Categorical, Param, Registry, SpaceError, is_positive_int
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class FamilySpace:
 
 # Parameters that belong to no family: name in the study file -> (flat name, default).
 GLOBAL_PARAMS: dict[str, tuple[str, Param]] = {
-    "batch_size": ("train/batch_size", Categorical((32, 64, 128), allowed=lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, doc="a batch size (positive integer)")),
-    "embedding_dim": ("model/embedding_dim", Categorical((128, 300), allowed=lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, doc="an embedding size (positive integer)")),
+    "batch_size": ("train/batch_size", Categorical((32, 64, 128), allowed=is_positive_int, doc="a batch size (positive integer)")),
+    "embedding_dim": ("model/embedding_dim", Categorical((128, 300), allowed=is_positive_int, doc="an embedding size (positive integer)")),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spaces._base import Categorical, Component, registry
+from spaces._base import Categorical, Component, is_positive_int, registry
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -39,7 +39,7 @@ ADDONS = registry(
     [
         Component(
             "mhsa",
-            {"heads": Categorical((1, 2, 4, 8), allowed=lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, doc="a number of attention heads (positive integer)")},
+            {"heads": Categorical((1, 2, 4, 8), allowed=is_positive_int, doc="a number of attention heads (positive integer)")},
             MultiHeadSelfAttention,
             "multi-head self-attention over the encoder, residual",
         ),

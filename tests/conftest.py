@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("AIR_VERBOSITY", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real datasets beside the repository (../shared/data); tests skip without them."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (expected ../shared/data beside the repository)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray for the whole test session, with its files in the session's temp folder."""
+    import ray
+
+    temp_dir = tmp_path_factory.mktemp("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, _temp_dir=str(temp_dir))
+    yield ray
+    ray.shutdown()
+
+
+POSITIVE = ["good", "great", "fine", "superb", "lovely", "fun", "bright", "warm"]
+NEGATIVE = ["bad", "awful", "dull", "poor", "boring", "grim", "weak", "cold"]
+FILLER = ["the", "film", "was", "a", "story", "with", "actors", "and", "plot", "it", "very", "quite", "this", "movie"]
+
+
+def write_sentiment_csv(folder: Path, sizes: dict[str, int] | None = None, seed: int = 0) -> dict[str, str]:
+    """A small learnable dataset: the label follows the sentiment words, among filler words."""
+    rng = random.Random(seed)
+    sizes = sizes or {"train": 600, "validation": 150, "test": 150}
+    files = {}
+    for split, size in sizes.items():
+        path = folder / f"{split}.csv"
+        lines = ["text,label"]
+        for _ in range(size):
+            label = rng.randint(0, 1)
+            cue = POSITIVE if label else NEGATIVE
+            words = rng.choices(FILLER, k=rng.randint(4, 12)) + rng.choices(cue, k=rng.randint(1, 2))
+            rng.shuffle(words)
+            lines.append(f"{' '.join(words)},{'pos' if label else 'neg'}")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files[split] = path.name
+    return files
+
+
+@pytest.fixture()
+def sentiment_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "toy").mkdir(parents=True)
+    write_sentiment_csv(root / "toy")
+    return root
+
+
+def toy_study_yaml(storage: str, *, trials: int = 4, max_epochs: int = 3, concurrency: int = 2, name: str = "toy", extra_space: str = "") -> str:
+    return f"""# test study
+name: {name}
+task: text_classification
+seed: 0
+data:
+  name: toy
+  local:
+    format: csv
+    files: {{train: toy/train.csv, validation: toy/validation.csv, test: toy/test.csv}}
+  max_length: 32
+metric: accuracy
+direction: maximize
+budget:
+  trials: {trials}
+  max_epochs: {max_epochs}
+  concurrency: {concurrency}
+  resources: {{cpu: 1, gpu: 0}}
+asha:
+  grace_period: 1
+  reduction_factor: 2
+storage: {storage}
+space:
+  encoder: {{choices: [textcnn, bilstm], params: {{textcnn: {{filters: 32, layers: 1}}, bilstm: {{hidden: 32, layers: 1}}}}}}
+  addons: [layernorm]
+  loss: [cross_entropy, focal]
+  regularizers: {{search: [weight_decay], always: [dropout]}}
+  optimizer: {{choices: [adam, sgd], params: {{adam: {{lr: [0.003, 0.01]}}, sgd: {{lr: [0.0001, 0.0002], momentum: 0.0}}}}}}
+  schedule: [constant, cosine]
+  batch_size: 32
+  embedding_dim: 32
+{extra_space}"""

@@ -1,0 +1,112 @@
+"""The command line as a user meets it: exit codes, messages, and a database left intact."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import REPO_ROOT, toy_study_yaml
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def search(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+
+def seed_database(db: Path) -> list[tuple]:
+    """A study as the engine leaves it, to check that failed runs do not touch it."""
+    study = optuna.create_study(study_name="keep", storage=f"sqlite:///{db}", direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    study.set_user_attr("task", "text_classification")
+    for number, value in enumerate([0.71, 0.83, 0.77]):
+        trial = study.ask({"loss/name": optuna.distributions.CategoricalDistribution(["focal", "ghm"])})
+        trial.set_user_attr("config", {"loss": {"name": trial.params["loss/name"]}, "trial": number})
+        trial.set_user_attr("strategy", f"textcnn / {trial.params['loss/name']}")
+        trial.report(value - 0.1, 1)
+        study.tell(trial, value)
+    pruned = study.ask()
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    return snapshot(db)
+
+
+def snapshot(db: Path) -> list[tuple]:
+    storage = f"sqlite:///{db}"
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        rows += [(summary.study_name, t.number, t.state.name, t.value, t.params, t.user_attrs, t.intermediate_values) for t in study.trials]
+    return rows
+
+
+@pytest.fixture()
+def seeded(tmp_path: Path) -> tuple[Path, list[tuple]]:
+    db = tmp_path / "shared.db"
+    return db, seed_database(db)
+
+
+BAD_STUDIES = {
+    "unknown loss": (("loss: [cross_entropy, focal]", "loss: [cross_entropy, hinge]"), ["space.loss", "'hinge'", "accepted: cross_entropy, focal, ghm, label_smoothing"]),
+    "negative lr bound": (("adam: {lr: [0.003, 0.01]}", "adam: {lr: [-0.5, 0.01]}"), ["space.optimizer.params.adam.lr", "-0.5", "> 0"]),
+    "missing data file": (("toy/train.csv", "toy/missing_train.csv"), ["missing_train.csv", "--data-root", "SEARCH_DATA_ROOT"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STUDIES))
+def test_bad_input_is_refused_without_traceback_and_db_untouched(case: str, tmp_path: Path, seeded, sentiment_root: Path) -> None:
+    db, before = seeded
+    (old, new), expected = BAD_STUDIES[case]
+    study_file = tmp_path / "bad.yaml"
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}").replace(old, new, 1))
+
+    result = search("run", str(study_file), "--data-root", str(sentiment_root), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.startswith("search: error: ")
+    for fragment in expected:
+        assert fragment in result.stderr
+    assert snapshot(db) == before
+
+
+def test_existing_study_with_other_direction_is_refused(tmp_path: Path, seeded, sentiment_root: Path) -> None:
+    db, before = seeded
+    study_file = tmp_path / "loss.yaml"
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}", name="keep").replace("metric: accuracy\ndirection: maximize", "metric: loss\ndirection: minimize"))
+    result = search("run", str(study_file), "--data-root", str(sentiment_root), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "already exists" in result.stderr and "maximize" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(db) == before
+
+
+def test_status_and_best(tmp_path: Path, seeded) -> None:
+    db, _ = seeded
+    status = search("status", "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    header, row = status.stdout.splitlines()[:2]
+    assert header.split()[:7] == ["study", "task", "trials", "complete", "pruned", "fail", "running"]
+    assert row.split()[:7] == ["keep", "text_classification", "4", "3", "1", "0", "0"]
+    assert "accuracy 0.8300" in row
+
+    best = search("best", "keep", "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    assert "best trial 1, accuracy = 0.8300" in best.stdout
+    assert "trial: 1" in best.stdout  # the full config comes from the trial's user attributes
+
+
+def test_best_of_unknown_study_and_status_of_missing_db(tmp_path: Path, seeded) -> None:
+    db, _ = seeded
+    best = search("best", "nope", "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    assert best.returncode == 2 and "no study named 'nope'" in best.stderr and "keep" in best.stderr
+    missing = tmp_path / "absent.db"
+    status = search("status", "--storage", f"sqlite:///{missing}", cwd=tmp_path)
+    assert status.returncode == 2 and "no database at" in status.stderr
+    assert not missing.exists()

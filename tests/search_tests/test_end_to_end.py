@@ -1,0 +1,54 @@
+"""One real search: local Ray, the real trainable, an SQLite file in a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from search.config import load_study_file
+from search.engine import run_search
+from tests.conftest import toy_study_yaml
+
+
+def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, sentiment_root: Path) -> None:
+    db = tmp_path / "search.db"
+    study_file = tmp_path / "toy.yaml"
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}", trials=6, max_epochs=3, concurrency=2))
+
+    summary = run_search(load_study_file(study_file), data_root=sentiment_root, results_dir=tmp_path / "ray_results", verbose=0, log=lambda _: None)
+    assert summary.trials_run == 6
+
+    # Read back with Optuna alone, as a user would.
+    study = optuna.load_study(study_name="toy", storage=f"sqlite:///{db}")
+    trials = study.trials
+    assert len(trials) == 6
+    states = {t.state for t in trials}
+    assert states <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    assert TrialState.COMPLETE in states
+    assert TrialState.PRUNED in states  # the sgd/1e-4 branch cannot keep up with adam
+    for trial in trials:
+        assert trial.state != TrialState.FAIL, trial.user_attrs.get("error")
+        assert trial.intermediate_values, f"trial {trial.number} has no learning curve"
+        assert set(trial.intermediate_values) == set(range(1, trial.user_attrs["epochs_trained"] + 1))
+        attrs = trial.user_attrs
+        assert attrs["param_count"] > 0
+        assert attrs["wall_time_s"] > 0
+        assert attrs["config"]["encoder"]["name"] == trial.params["encoder/name"]
+        assert attrs["strategy"].startswith(trial.params["encoder/name"])
+        for family in ("encoder/name", "addons/layernorm/on", "loss/name", "regularizers/weight_decay/on", "optimizer/name", "schedule/name"):
+            assert family in trial.params
+        if trial.state == TrialState.COMPLETE:
+            assert attrs["epochs_trained"] == 3
+            assert trial.value == trial.intermediate_values[3]
+    assert study.best_value > 0.9  # the toy task is easy for a working trainer
+    assert study.user_attrs["metric"] == "accuracy"
+    assert summary.best_value == study.best_value
+
+    # Running the same study again with the budget met adds nothing and keeps every trial.
+    before = [(t.number, t.state, t.value) for t in study.trials]
+    again = run_search(load_study_file(study_file), data_root=sentiment_root, results_dir=tmp_path / "ray_results", verbose=0, log=lambda _: None)
+    assert again.trials_run == 0
+    after = optuna.load_study(study_name="toy", storage=f"sqlite:///{db}")
+    assert [(t.number, t.state, t.value) for t in after.trials] == before

@@ -56,8 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Ray's status table every 30 s instead of a box per trial start and per result.
-    os.environ.setdefault("AIR_VERBOSITY", "1")
     # Ray forces an experiment snapshot after each checkpoint when keeping the last one only;
     # the snapshot is small here, so its "may become a bottleneck" warning is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -132,6 +132,7 @@ def run_search(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from search.progress import ProgressPrinter
     from search.searcher import FailureRecorder, RecordingOptunaSearch
 
     owns_ray = not ray.is_initialized()
@@ -141,7 +142,7 @@ def run_search(
             _temp_dir=str(Path(ray_temp_dir).resolve()) if ray_temp_dir else None,
         )
     try:
-        notes = _capacity_notes(config, ray.cluster_resources())
+        resources, notes = _trial_resources(config, ray.cluster_resources())
         for note in notes:
             log(f"note: {note}")
 
@@ -167,8 +168,9 @@ def run_search(
             metric=config.metric, mode=config.mode, max_epochs=config.budget.max_epochs,
             seed=config.seed, threads=max(1, int(config.budget.cpus_per_trial)),
         )
+        progress = [ProgressPrinter(config.metric, config.mode, config.budget.max_epochs, remaining, searcher.trial_number, log)] if verbose else []
         runnable = tune.with_parameters(trainable or task.trainable, data=data, settings=settings)
-        runnable = tune.with_resources(runnable, {"cpu": config.budget.cpus_per_trial, "gpu": config.budget.gpus_per_trial})
+        runnable = tune.with_resources(runnable, resources)
         tuner = tune.Tuner(
             runnable,
             tune_config=tune.TuneConfig(
@@ -187,10 +189,10 @@ def run_search(
             run_config=tune.RunConfig(
                 name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(Path(results_dir or "ray_results").resolve()),
-                callbacks=[FailureRecorder(searcher)],
+                callbacks=[FailureRecorder(searcher), *progress],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),
-                verbose=verbose,
+                verbose=0,  # progress comes from ProgressPrinter, one line per event
             ),
         )
         tuner.fit()
@@ -201,25 +203,33 @@ def run_search(
     return summarize(config, storage, started, trials_run=remaining, data_source=source, notes=notes)
 
 
-def _capacity_notes(config: StudyConfig, cluster: dict[str, float]) -> list[str]:
+def _trial_resources(config: StudyConfig, cluster: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Resources per trial for this cluster, and notes on what the user should know.
+
+    A study written for a GPU cluster also runs where there is no GPU at all: its trials then run
+    on CPU, and the note says so. A cluster with too few GPUs or CPUs per trial is an error.
+    """
     notes = []
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     per_cpu, per_gpu = config.budget.cpus_per_trial, config.budget.gpus_per_trial
-    fit = int(cpus // per_cpu) if per_cpu else config.budget.concurrency
+    if per_cpu > cpus:
+        raise SearchError(f"each trial asks for {per_cpu:g} CPUs (budget.resources.cpu) but the Ray cluster has {cpus:g}; lower it")
+    if per_gpu and not gpus:
+        notes.append(f"the Ray cluster has no GPU: trials run on CPU (budget.resources.gpu {per_gpu:g} applies where there are GPUs)")
+        per_gpu = 0.0
+    elif per_gpu > gpus:
+        raise SearchError(f"each trial asks for {per_gpu:g} GPUs (budget.resources.gpu) but the Ray cluster has {gpus:g}; lower it or add GPUs")
+    fit = int(cpus // per_cpu)
     if per_gpu:
-        if gpus < per_gpu:
-            raise SearchError(f"each trial asks for {per_gpu:g} GPU but the Ray cluster has {gpus:g}; lower budget.resources.gpu or add GPUs")
         fit = min(fit, int(gpus // per_gpu))
     if fit < config.budget.concurrency:
         notes.append(
-            f"concurrency {config.budget.concurrency} asks for {config.budget.concurrency * per_cpu:g} CPUs"
+            f"concurrency {config.budget.concurrency} needs {config.budget.concurrency * per_cpu:g} CPUs"
             + (f" and {config.budget.concurrency * per_gpu:g} GPUs" if per_gpu else "")
             + f"; the cluster has {cpus:g} CPUs" + (f" and {gpus:g} GPUs" if per_gpu else "")
             + f", so at most {fit} trials run at once"
         )
-    if per_cpu > cpus:
-        raise SearchError(f"each trial asks for {per_cpu:g} CPUs but the Ray cluster has {cpus:g}; lower budget.resources.cpu")
-    return notes
+    return {"cpu": per_cpu, "gpu": per_gpu}, notes
 
 
 def summarize(

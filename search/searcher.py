@@ -55,6 +55,11 @@ class RecordingOptunaSearch(OptunaSearch):
     def study(self) -> optuna.Study:
         return self._ot_study
 
+    def trial_number(self, trial_id: str) -> int | None:
+        """The Optuna trial number of a Ray trial (what the dashboard shows)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        return ot_trial.number if ot_trial is not None else None
+
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         if config is not None:

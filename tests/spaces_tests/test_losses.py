@@ -10,24 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from spaces._base import Categorical, Fixed, Float, Int, Param
+from tests.spaces_tests._helpers import lowest
 from spaces.losses import IGNORE_INDEX, LOSSES, GHMLoss
 
 NUM_CLASSES = 5
 
 
-def _lowest(param: Param) -> Any:
-    """The low end of a declared range, or its first choice."""
-    if isinstance(param, (Float, Int)):
-        return param.low
-    if isinstance(param, Categorical):
-        return param.choices[0]
-    assert isinstance(param, Fixed)
-    return param.value
 
 
 def _build_lowest(name: str) -> torch.nn.Module:
     component = LOSSES[name]
-    return component.build(NUM_CLASSES, **{key: _lowest(p) for key, p in component.params.items()})
+    return component.build(NUM_CLASSES, **{key: lowest(p) for key, p in component.params.items()})
 
 
 def _batch(size: int, seed: int, scale: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,21 +8,14 @@ import pytest
 import torch
 
 from spaces._base import Categorical, Fixed, Float, Int, Param
+from tests.spaces_tests._helpers import lowest
 from spaces.optimizers import OPTIMIZERS
 
 
-def _lowest(param: Param) -> Any:
-    """The low end of a declared range, or its first choice."""
-    if isinstance(param, (Float, Int)):
-        return param.low
-    if isinstance(param, Categorical):
-        return param.choices[0]
-    assert isinstance(param, Fixed)
-    return param.value
 
 
 def _lowest_hparams(name: str) -> dict[str, Any]:
-    return {key: _lowest(p) for key, p in OPTIMIZERS[name].params.items()}
+    return {key: lowest(p) for key, p in OPTIMIZERS[name].params.items()}
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())

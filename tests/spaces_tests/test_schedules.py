@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from spaces._base import Categorical, Fixed, Float, Int, Param
+from tests.spaces_tests._helpers import lowest
 from spaces.schedules import SCHEDULES, LRSchedule, warmup_decay_multiplier
 
 BASE_LR = 0.1
@@ -16,14 +17,6 @@ STEPS_PER_EPOCH = 4
 MAX_EPOCHS = 3
 
 
-def _lowest(param: Param) -> Any:
-    """The low end of a declared range, or its first choice."""
-    if isinstance(param, (Float, Int)):
-        return param.low
-    if isinstance(param, Categorical):
-        return param.choices[0]
-    assert isinstance(param, Fixed)
-    return param.value
 
 
 def _optimizer() -> torch.optim.Optimizer:
@@ -31,7 +24,7 @@ def _optimizer() -> torch.optim.Optimizer:
 
 
 def _build(name: str, optimizer: torch.optim.Optimizer, mode: str = "max", **hparams: Any) -> LRSchedule:
-    params = {key: _lowest(p) for key, p in SCHEDULES[name].params.items()} | hparams
+    params = {key: lowest(p) for key, p in SCHEDULES[name].params.items()} | hparams
     return SCHEDULES[name].build(
         optimizer, steps_per_epoch=STEPS_PER_EPOCH, max_epochs=MAX_EPOCHS, mode=mode, **params
     )

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spaces import ADDONS, ENCODERS, REGULARIZERS, TEXT_CLASSIFICATION, SpaceError, Strategy, build_space, suggest, unflatten
+from tests.spaces_tests._helpers import lowest
 from trainables.models import build_text_classifier
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -106,7 +107,7 @@ def test_bad_space_is_refused_with_field_and_accepted_values(spec: dict, where: 
 @pytest.mark.parametrize("addons", [(), ("mhsa",), ("layernorm",), ("mhsa", "layernorm")])
 def test_every_encoder_and_addon_builds_and_trains(encoder: str, addons: tuple[str, ...]) -> None:
     torch.manual_seed(0)
-    low = {name: (p.low if hasattr(p, "low") else p.choices[0]) for name, p in ENCODERS[encoder].params.items()}
+    low = {name: lowest(p) for name, p in ENCODERS[encoder].params.items()}
     config = {
         "encoder": {"name": encoder, encoder: low},
         "addons": {name: {"on": name in addons, **({"heads": 2} if name == "mhsa" else {})} for name in ADDONS.names()},

@@ -116,12 +116,9 @@ def ray_reporter() -> Reporter:
 
 def ray_checkpoint_dir() -> contextlib.AbstractContextManager[str | None]:
     """The directory of the checkpoint Ray restores this trial from, if any."""
-    try:
-        from ray import tune
+    from ray import tune
 
-        checkpoint = tune.get_checkpoint()
-    except Exception:  # not inside a Ray trial (tests run the loop directly)
-        checkpoint = None
+    checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return contextlib.nullcontext(None)
     return checkpoint.as_directory()

@@ -67,7 +67,12 @@ def train_text_classification(
     settings: _loop.TrialSettings,
     report: _loop.Reporter | None = None,
 ) -> None:
-    """Trains one strategy for up to `settings.max_epochs`, reporting after every epoch."""
+    """Trains one strategy for up to `settings.max_epochs`, reporting after every epoch.
+
+    Without `report` it runs as a Ray Tune trial: reports go to Tune, and it resumes from the
+    checkpoint Tune hands it, if any.
+    """
+    in_tune = report is None
     report = report or _loop.ray_reporter()
     torch.set_num_threads(settings.threads)
     _loop.seed_everything(settings.seed)
@@ -93,8 +98,10 @@ def train_text_classification(
     rng = np.random.default_rng(settings.seed)
 
     first_epoch = 1
-    with _loop.ray_checkpoint_dir() as restored_dir:
-        state = _loop.load_state(restored_dir)
+    state = None
+    if in_tune:
+        with _loop.ray_checkpoint_dir() as restored_dir:
+            state = _loop.load_state(restored_dir)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

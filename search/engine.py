@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from search.config import StudyConfig
 from spaces import Strategy, suggest
 from trainables._loop import TrialSettings
+from trainables.data import DataError
 
 
 class SearchError(RuntimeError):
@@ -122,7 +123,10 @@ def run_search(
     task = config.get_task()
 
     # 1) data and storage first: nothing is written before both are known to be good.
-    data = task.load_data(config.data, data_root, config.seed)
+    try:
+        data = task.load_data(config.data, data_root, config.seed)
+    except DataError as error:
+        raise DataError(f"{config.path}: field `data`: {error}") from None
     source = getattr(data, "source", "")
     log(f"data: {source}")
     storage = open_storage(config.storage)

@@ -4,9 +4,9 @@ Parameter names are branch-specific so that no categorical changes its choices b
 and they unflatten on "/" into a nested config without collisions:
 
     encoder/name = "bilstm"            encoder/bilstm/hidden = 128
-    addons/mhsa/on = True              addons/mhsa/heads = 4
+    addons/mhsa/enabled = True              addons/mhsa/heads = 4
     loss/name = "focal"                loss/focal/gamma = 2.0
-    regularizers/dropout/on = True     regularizers/dropout/p = 0.5
+    regularizers/dropout/enabled = True     regularizers/dropout/p = 0.5
     optimizer/name = "adamw"           optimizer/adamw/lr = 1e-3
     schedule/name = "cosine"           schedule/cosine/warmup_fraction = 0.1
     train/batch_size = 64              model/embedding_dim = 300
@@ -163,10 +163,10 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
                 if name in fam.always:
                     on = True
                 elif name in fam.candidates:
-                    on = trial.suggest_categorical(f"{family}/{name}/on", [False, True])
+                    on = trial.suggest_categorical(f"{family}/{name}/enabled", [False, True])
                 else:
                     on = False
-                config[f"{family}/{name}/on"] = on
+                config[f"{family}/{name}/enabled"] = on
                 if on:
                     _suggest_params(trial, config, f"{family}/{name}", fam.params[name])
     for flat_name, param in space.globals.items():
@@ -212,9 +212,9 @@ class Strategy:
 
         def toggles(family: str) -> dict[str, dict[str, Any]]:
             return {
-                name: {k: v for k, v in entry.items() if k != "on"}
+                name: {k: v for k, v in entry.items() if k != "enabled"}
                 for name, entry in config.get(family, {}).items()
-                if entry.get("on")
+                if entry.get("enabled")
             }
 
         return cls(

@@ -37,7 +37,7 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
         assert attrs["wall_time_s"] > 0
         assert attrs["config"]["encoder"]["name"] == trial.params["encoder/name"]
         assert attrs["strategy"].startswith(trial.params["encoder/name"])
-        for family in ("encoder/name", "addons/layernorm/on", "loss/name", "regularizers/weight_decay/on", "optimizer/name", "schedule/name"):
+        for family in ("encoder/name", "addons/layernorm/enabled", "loss/name", "regularizers/weight_decay/enabled", "optimizer/name", "schedule/name"):
             assert family in trial.params
         if trial.state == TrialState.COMPLETE:
             assert attrs["epochs_trained"] == 3

@@ -45,8 +45,8 @@ def test_branch_parameters_carry_their_branch_name() -> None:
         opt = params["optimizer/name"]
         assert f"optimizer/{opt}/lr" in params
         for name in ADDONS.names():
-            on = params[f"addons/{name}/on"]
-            assert any(k.startswith(f"addons/{name}/") and not k.endswith("/on") for k in params) == (on and bool(ADDONS[name].params))
+            on = params[f"addons/{name}/enabled"]
+            assert any(k.startswith(f"addons/{name}/") and not k.endswith("/enabled") for k in params) == (on and bool(ADDONS[name].params))
     assert seen == {"cross_entropy", "focal", "ghm", "label_smoothing"}
 
 
@@ -78,9 +78,9 @@ def test_overridden_range_is_respected() -> None:
 def test_toggle_family_search_always_and_off() -> None:
     spec = {"addons": {"search": ["mhsa"], "always": ["layernorm"]}, "regularizers": []}
     for config, params in sample(spec, n=10):
-        assert config["addons/layernorm/on"] is True and "addons/layernorm/on" not in params
-        assert "addons/mhsa/on" in params
-        assert not any(config[f"regularizers/{name}/on"] for name in REGULARIZERS.names())
+        assert config["addons/layernorm/enabled"] is True and "addons/layernorm/enabled" not in params
+        assert "addons/mhsa/enabled" in params
+        assert not any(config[f"regularizers/{name}/enabled"] for name in REGULARIZERS.names())
 
 
 @pytest.mark.parametrize(
@@ -110,9 +110,9 @@ def test_every_encoder_and_addon_builds_and_trains(encoder: str, addons: tuple[s
     low = {name: lowest(p) for name, p in ENCODERS[encoder].params.items()}
     config = {
         "encoder": {"name": encoder, encoder: low},
-        "addons": {name: {"on": name in addons, **({"heads": 2} if name == "mhsa" else {})} for name in ADDONS.names()},
+        "addons": {name: {"enabled": name in addons, **({"heads": 2} if name == "mhsa" else {})} for name in ADDONS.names()},
         "loss": {"name": "cross_entropy"},
-        "regularizers": {"dropout": {"on": True, "p": 0.1}, "embedding_dropout": {"on": True, "p": 0.1}},
+        "regularizers": {"dropout": {"enabled": True, "p": 0.1}, "embedding_dropout": {"enabled": True, "p": 0.1}},
         "optimizer": {"name": "adam", "adam": {"lr": 1e-3}},
         "schedule": {"name": "constant"},
         "train": {"batch_size": 4},

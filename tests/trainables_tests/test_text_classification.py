@@ -25,12 +25,12 @@ def toy_data(sentiment_root: Path):
 def config(**overrides) -> dict:
     base = {
         "encoder": {"name": "textcnn", "textcnn": {"filters": 32, "layers": 1}},
-        "addons": {"mhsa": {"on": True, "heads": 2}, "layernorm": {"on": True}},
+        "addons": {"mhsa": {"enabled": True, "heads": 2}, "layernorm": {"enabled": True}},
         "loss": {"name": "focal", "focal": {"gamma": 2.0}},
         "regularizers": {
-            "dropout": {"on": True, "p": 0.2}, "weight_decay": {"on": True, "decay": 1e-4},
-            "l2": {"on": True, "coefficient": 1e-6}, "l1": {"on": True, "coefficient": 1e-8},
-            "embedding_dropout": {"on": True, "p": 0.1}, "grad_clip": {"on": True, "max_norm": 5.0},
+            "dropout": {"enabled": True, "p": 0.2}, "weight_decay": {"enabled": True, "decay": 1e-4},
+            "l2": {"enabled": True, "coefficient": 1e-6}, "l1": {"enabled": True, "coefficient": 1e-8},
+            "embedding_dropout": {"enabled": True, "p": 0.1}, "grad_clip": {"enabled": True, "max_norm": 5.0},
         },
         "optimizer": {"name": "adam", "adam": {"lr": 5e-3}},
         "schedule": {"name": "cosine", "cosine": {"warmup_fraction": 0.1}},
@@ -58,6 +58,6 @@ def test_reports_every_epoch_with_metrics_and_checkpoint(toy_data) -> None:
 
 
 def test_divergence_raises_a_clear_error(toy_data) -> None:
-    diverging = config(regularizers={"l2": {"on": True, "coefficient": float("inf")}})
+    diverging = config(regularizers={"l2": {"enabled": True, "coefficient": float("inf")}})
     with pytest.raises(FloatingPointError, match="training diverged: loss is inf at epoch 1, step 0"):
         train_text_classification(diverging, toy_data, TrialSettings(metric="accuracy", mode="max", max_epochs=2), lambda m, d: None)

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.config import StudyConfig
-from spaces import Strategy, suggest
+from spaces import Strategy, categorical_choices, suggest
 from trainables._loop import TrialSettings
 from trainables.data import DataError
 
@@ -78,6 +78,7 @@ def prepare_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -> 
                 f"study {config.name!r} already exists in {config.storage} with metric {recorded!r}, "
                 f"but this run reports {config.metric!r}; use another --study-name"
             )
+        _check_space_compatible(existing, config)
         return existing
     study = optuna.create_study(study_name=config.name, storage=storage, direction=config.direction)
     study.set_user_attr("task", config.task)
@@ -86,6 +87,22 @@ def prepare_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -> 
     study.set_user_attr("max_epochs", config.budget.max_epochs)
     study.set_user_attr("space", _jsonable(config.raw_space))
     return study
+
+
+def _check_space_compatible(study: optuna.Study, config: StudyConfig) -> None:
+    """Optuna refuses, mid-run, a categorical whose choices changed: refuse it now instead."""
+    wanted = categorical_choices(config.space)
+    for trial in study.get_trials(deepcopy=False):
+        for name, distribution in trial.distributions.items():
+            if name not in wanted:
+                continue
+            recorded = tuple(getattr(distribution, "choices", ()))
+            if not isinstance(distribution, optuna.distributions.CategoricalDistribution) or recorded != wanted[name]:
+                raise SearchError(
+                    f"study {config.name!r} in {config.storage} searched {name} over {list(recorded) or distribution}, "
+                    f"but {config.path} now asks for {list(wanted[name])}; Optuna cannot change a categorical's "
+                    "choices within a study: restore the earlier choices or use another --study-name"
+                )
 
 
 def _jsonable(value: Any) -> Any:
@@ -231,7 +248,7 @@ def _trial_resources(config: StudyConfig, cluster: dict[str, float]) -> tuple[di
             f"concurrency {config.budget.concurrency} needs {config.budget.concurrency * per_cpu:g} CPUs"
             + (f" and {config.budget.concurrency * per_gpu:g} GPUs" if per_gpu else "")
             + f"; the cluster has {cpus:g} CPUs" + (f" and {gpus:g} GPUs" if per_gpu else "")
-            + f", so at most {fit} trials run at once"
+            + (f", so at most {fit} trials run at once" if fit != 1 else ", so trials run one at a time")
         )
     return {"cpu": per_cpu, "gpu": per_gpu}, notes
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from spaces._base import Categorical, Component, Fixed, Float, Int, Registry, SpaceError, registry
-from spaces._space import FamilySpace, Space, Strategy, build_space, suggest, unflatten
+from spaces._space import FamilySpace, Space, Strategy, build_space, categorical_choices, suggest, unflatten
 from spaces.addons import ADDONS
 from spaces.encoders import ENCODERS
 from spaces.losses import LOSSES
@@ -32,5 +32,5 @@ TEXT_CLASSIFICATION = {
 __all__ = [
     "ADDONS", "ENCODERS", "LOSSES", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "FamilySpace", "Fixed", "Float", "Int", "Registry", "Space",
-    "SpaceError", "Strategy", "build_space", "registry", "suggest", "unflatten",
+    "SpaceError", "Strategy", "build_space", "categorical_choices", "registry", "suggest", "unflatten",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Union
+from typing import Any, Literal, Protocol
 
 
 class SpaceError(ValueError):
@@ -165,7 +165,7 @@ class Fixed:
         raise SpaceError(where, f"this value is fixed at {self.value!r} and cannot be overridden")
 
 
-Param = Union[Float, Int, Categorical, Fixed]
+Param = Float | Int | Categorical | Fixed
 
 
 def is_positive_int(value: Any) -> bool:

@@ -174,6 +174,30 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
     return config
 
 
+def categorical_choices(space: Space) -> dict[str, tuple[Any, ...]]:
+    """Every categorical `suggest` may ask for, with its choices. Optuna refuses a categorical
+    whose choices differ from those already recorded in the study under the same name."""
+    choices: dict[str, tuple[Any, ...]] = {}
+
+    def add_params(prefix: str, params: Mapping[str, Param]) -> None:
+        for pname, param in params.items():
+            if isinstance(param, Categorical):
+                choices[f"{prefix}/{pname}"] = tuple(param.choices)
+
+    for fam in space.families.values():
+        if fam.registry.kind == "choice":
+            choices[f"{fam.family}/name"] = tuple(fam.candidates)
+        for name in fam.candidates:
+            if fam.registry.kind == "toggle":
+                choices[f"{fam.family}/{name}/enabled"] = (False, True)
+        for name in (*fam.candidates, *fam.always):
+            add_params(f"{fam.family}/{name}", fam.params[name])
+    for flat_name, param in space.globals.items():
+        if isinstance(param, Categorical):
+            choices[flat_name] = tuple(param.choices)
+    return choices
+
+
 def _suggest_params(trial: Any, config: dict[str, Any], prefix: str, params: Mapping[str, Param]) -> None:
     for pname, param in params.items():
         config[f"{prefix}/{pname}"] = param.suggest(trial, f"{prefix}/{pname}")

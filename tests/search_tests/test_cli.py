@@ -110,3 +110,15 @@ def test_best_of_unknown_study_and_status_of_missing_db(tmp_path: Path, seeded) 
     status = search("status", "--storage", f"sqlite:///{missing}", cwd=tmp_path)
     assert status.returncode == 2 and "no database at" in status.stderr
     assert not missing.exists()
+
+
+def test_reopening_a_study_with_changed_choices_is_refused(tmp_path: Path, seeded, sentiment_root: Path) -> None:
+    # "keep" searched loss/name over [focal, ghm]; this file asks for [cross_entropy, focal].
+    db, before = seeded
+    study_file = tmp_path / "changed.yaml"
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}", name="keep"))
+    result = search("run", str(study_file), "--data-root", str(sentiment_root), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "loss/name over ['focal', 'ghm']" in result.stderr and "['cross_entropy', 'focal']" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(db) == before

@@ -42,6 +42,13 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
         if trial.state == TrialState.COMPLETE:
             assert attrs["epochs_trained"] == 3
             assert trial.value == trial.intermediate_values[3]
+    # Concurrency 2 is reached: some trial was proposed before another had finished (with Ray's
+    # one-pending-trial default for searchers they would run strictly one after the other).
+    overlaps = [
+        (a.number, b.number) for a in trials for b in trials
+        if a.number < b.number and b.datetime_start < a.datetime_complete
+    ]
+    assert overlaps, "no two trials ran at the same time"
     assert study.best_value > 0.9  # the toy task is easy for a working trainer
     assert study.user_attrs["metric"] == "accuracy"
     assert summary.best_value == study.best_value

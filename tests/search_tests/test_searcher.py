@@ -8,8 +8,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
 import ray.cloudpickle
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 

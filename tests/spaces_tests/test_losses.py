@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from spaces._base import Categorical, Fixed, Float, Int, Param
-from tests.spaces_tests._helpers import lowest
+from spaces._base import Float, Int
 from spaces.losses import IGNORE_INDEX, LOSSES, GHMLoss
+from tests.spaces_tests._helpers import lowest
 
 NUM_CLASSES = 5
 

@@ -7,11 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from spaces._base import Categorical, Fixed, Float, Int, Param
-from tests.spaces_tests._helpers import lowest
+from spaces._base import Float, Int
 from spaces.optimizers import OPTIMIZERS
-
-
+from tests.spaces_tests._helpers import lowest
 
 
 def _lowest_hparams(name: str) -> dict[str, Any]:

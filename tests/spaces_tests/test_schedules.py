@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from spaces._base import Categorical, Fixed, Float, Int, Param
-from tests.spaces_tests._helpers import lowest
+from spaces._base import Float, Int
 from spaces.schedules import SCHEDULES, LRSchedule, warmup_decay_multiplier
+from tests.spaces_tests._helpers import lowest
 
 BASE_LR = 0.1
 STEPS_PER_EPOCH = 4

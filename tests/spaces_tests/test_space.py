@@ -4,7 +4,18 @@ import optuna
 import pytest
 import torch
 
-from spaces import ADDONS, ENCODERS, REGULARIZERS, TEXT_CLASSIFICATION, SpaceError, Strategy, build_space, suggest, unflatten
+from spaces import (
+    ADDONS,
+    ENCODERS,
+    REGULARIZERS,
+    TEXT_CLASSIFICATION,
+    SpaceError,
+    Strategy,
+    build_space,
+    categorical_choices,
+    suggest,
+    unflatten,
+)
 from tests.spaces_tests._helpers import lowest
 from trainables.models import build_text_classifier
 
@@ -131,3 +142,20 @@ def test_every_encoder_and_addon_builds_and_trains(encoder: str, addons: tuple[s
     model.eval()
     longer = torch.cat([tokens, torch.zeros(4, 3, dtype=torch.long)], dim=1)
     torch.testing.assert_close(model(tokens, mask), model(longer, longer != 0), atol=1e-5, rtol=1e-4)
+
+
+def test_categorical_choices_predicts_every_categorical_suggest_asks_for() -> None:
+    spec = {"optimizer": {"choices": ["sgd", "adam"], "params": {"sgd": {"nesterov": [True, False]}}}, "addons": {"search": ["mhsa"], "always": ["layernorm"]}}
+    space = build_space(spec, TEXT_CLASSIFICATION)
+    predicted = categorical_choices(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    asked = {}
+    for _ in range(40):
+        trial = study.ask()
+        suggest(trial, space)
+        for name, distribution in trial.distributions.items():
+            if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+                asked[name] = tuple(distribution.choices)
+        study.tell(trial, 0.0)
+    assert asked and all(predicted[name] == choices for name, choices in asked.items())
+    assert predicted["optimizer/sgd/nesterov"] == (True, False)

@@ -87,6 +87,9 @@ def _run(args: argparse.Namespace) -> int:
     from search.engine import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()  # the engine prints one line before and after loading
 
     config = load_study_file(args.study_file)
     config = apply_overrides(
@@ -114,10 +117,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  best: trial {summary.best_trial}, {config.metric} {summary.best_value:.4f}: {summary.best_strategy}")
     else:
         print("  best: no trial completed all its epochs yet")
+    if summary.interrupted:
+        print("  interrupted: trials cut off are recorded as FAIL; run the same command again to continue the study")
     storage_flag = f" --storage {summary.storage}" if summary.storage != _default_storage() else ""
     print(f"  next: search best {summary.study_name}{storage_flag}")
     print(f"        optuna-dashboard {summary.storage}")
-    return 0
+    return 130 if summary.interrupted else 0
 
 
 def _space_line(config: object) -> str:

@@ -41,6 +41,7 @@ class SearchSummary:
     trials_run: int
     data_source: str = ""
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -140,6 +141,7 @@ def run_search(
     task = config.get_task()
 
     # 1) data and storage first: nothing is written before both are known to be good.
+    log(f"data: loading {config.data.name} ...")
     try:
         data = task.load_data(config.data, data_root, config.seed)
     except DataError as error:
@@ -216,12 +218,17 @@ def run_search(
                 verbose=0,  # progress comes from ProgressPrinter, one line per event
             ),
         )
-        tuner.fit()
-        searcher.close_unfinished()
+        try:
+            tuner.fit()
+        finally:
+            # Ray returns normally after Ctrl-C; trials it cut off are the sign of an interruption.
+            interrupted = searcher.close_unfinished() > 0
     finally:
         if owns_ray:
             ray.shutdown()
-    return summarize(config, storage, started, trials_run=remaining, data_source=source, notes=notes)
+    summary = summarize(config, storage, started, trials_run=remaining, data_source=source, notes=notes)
+    summary.interrupted = interrupted
+    return summary
 
 
 def _trial_resources(config: StudyConfig, cluster: dict[str, float]) -> tuple[dict[str, float], list[str]]:

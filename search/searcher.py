@@ -125,10 +125,15 @@ class RecordingOptunaSearch(OptunaSearch):
         self._failed_awaiting_reason.discard(trial_id)
         self._finish(trial_id, TrialState.FAIL, None, f"failed: {error}")
 
-    def close_unfinished(self) -> None:
-        """After the run: a failure whose text never arrived is still recorded as FAIL."""
+    def close_unfinished(self) -> int:
+        """After the run, nothing this searcher started stays RUNNING in the DB: a failure whose
+        text never arrived is FAIL, and a trial cut off by an interrupted run is FAIL too."""
         for trial_id in list(self._failed_awaiting_reason):
             self.record_failure(trial_id, "the trial failed; Ray gave no error text")
+        cut_off = [t for t in self._ot_trials if t not in self._completed_trials]
+        for trial_id in cut_off:
+            self._finish(trial_id, TrialState.FAIL, None, "interrupted: the search stopped before this trial finished")
+        return len(cut_off)
 
     def _finish(self, trial_id: str, state: TrialState, value: float | None, reason: str) -> None:
         ot_trial = self._ot_trials[trial_id]

@@ -122,3 +122,38 @@ def test_reopening_a_study_with_changed_choices_is_refused(tmp_path: Path, seede
     assert "loss/name over ['focal', 'ghm']" in result.stderr and "['cross_entropy', 'focal']" in result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(db) == before
+
+
+def test_ctrl_c_leaves_no_trial_running(tmp_path: Path, sentiment_root: Path) -> None:
+    import signal
+    import sqlite3
+    import time
+
+    db = tmp_path / "interrupted.db"
+    study_file = tmp_path / "toy.yaml"
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}", trials=200, max_epochs=3, concurrency=2))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "run", str(study_file), "--data-root", str(sentiment_root)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    deadline = time.monotonic() + 180
+    finished = 0
+    while finished < 3 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            finished = sqlite3.connect(db).execute("select count(*) from trials where state in ('COMPLETE', 'PRUNED')").fetchone()[0]
+        except sqlite3.Error:
+            finished = 0
+    assert finished >= 3, "the search did not get going"
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=180)
+
+    assert process.returncode == 130, output
+    assert "interrupted" in output
+    states = dict(sqlite3.connect(db).execute("select state, count(*) from trials group by state").fetchall())
+    assert "RUNNING" not in states and "WAITING" not in states, states
+    study = optuna.load_study(study_name="toy", storage=f"sqlite:///{db}")
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.FAIL:
+            assert trial.user_attrs["state_reason"].startswith("interrupted")

@@ -9,6 +9,8 @@ from spaces import (
     ENCODERS,
     REGULARIZERS,
     TEXT_CLASSIFICATION,
+    Float,
+    Int,
     SpaceError,
     Strategy,
     build_space,
@@ -159,3 +161,13 @@ def test_categorical_choices_predicts_every_categorical_suggest_asks_for() -> No
         study.tell(trial, 0.0)
     assert asked and all(predicted[name] == choices for name, choices in asked.items())
     assert predicted["optimizer/sgd/nesterov"] == (True, False)
+
+
+@pytest.mark.parametrize("family", list(TEXT_CLASSIFICATION))
+def test_every_declared_range_respects_its_limits_and_is_documented(family: str) -> None:
+    for component in TEXT_CLASSIFICATION[family].components.values():
+        for key, param in component.params.items():
+            where = f"{family}.{component.name}.{key}"
+            assert param.doc, f"{where} has no doc (used in error messages)"
+            if isinstance(param, (Float, Int)):
+                assert param.limits.admits(param.low) and param.limits.admits(param.high), where

@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nsearch: done in {minutes}m{seconds:02d}s; study {summary.study_name!r} holds {total} trials ({counts})")
     if summary.best_trial is not None:
         print(f"  best: trial {summary.best_trial}, {config.metric} {summary.best_value:.4f}: {summary.best_strategy}")
+        if summary.test_metrics:
+            print(f"  test: {config.metric} {summary.test_metrics[config.metric]:.4f} (best trial's model on the test split)")
     else:
         print("  best: no trial completed all its epochs yet")
     if summary.interrupted:
@@ -200,6 +202,9 @@ def _best(study_name: str, storage_url: str) -> int:
         print("  " + ", ".join(f"{k} {v}" for k, v in details.items()))
     if attrs.get("metrics"):
         print("metrics (dev, last epoch): " + ", ".join(f"{k} {v:.4g}" for k, v in attrs["metrics"].items()))
+    test = study.user_attrs.get("best_trial_test", {})
+    if test.get("trial") == best.number:
+        print("test split: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if k != "trial"))
     print("config:")
     print(yaml.safe_dump(attrs.get("config", best.params), sort_keys=False, default_flow_style=False).rstrip())
     return 0

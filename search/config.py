@@ -16,6 +16,7 @@ import yaml
 from search.tasks import TASKS, Task, get_task
 from spaces import Space, SpaceError, build_space
 from trainables.data import LOCAL_FORMATS, HubSource, LocalSource, TextDataSpec
+from trainables.ner_data import SCHEMES, ConllSource, HubNerSource, NerDataSpec
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 DIRECTIONS = {"maximize": "max", "minimize": "min"}
@@ -51,7 +52,7 @@ class StudyConfig:
     name: str
     task: str
     seed: int
-    data: TextDataSpec
+    data: TextDataSpec | NerDataSpec
     metric: str
     direction: str  # "maximize" | "minimize"
     budget: Budget
@@ -147,7 +148,7 @@ class _Reader:
 SPLITS = ("train", "validation", "test")
 
 
-def _data_spec(reader: _Reader) -> TextDataSpec:
+def _text_data_spec(reader: _Reader) -> TextDataSpec:
     reader.check_keys(("name", "hub", "local", "carve", "lowercase", "max_length", "min_freq", "max_vocab"))
     hub = None
     hub_reader = reader.section("hub", required=False)
@@ -189,6 +190,48 @@ def _data_spec(reader: _Reader) -> TextDataSpec:
         min_freq=reader.integer("min_freq", 1, minimum=1),
         max_vocab=reader.integer("max_vocab", 50_000, minimum=2),
     )
+
+
+def _ner_data_spec(reader: _Reader) -> NerDataSpec:
+    reader.check_keys(("name", "hub", "local", "scheme", "lowercase_words", "min_freq", "max_vocab", "max_word_length"))
+    hub = None
+    hub_reader = reader.section("hub", required=False)
+    if hub_reader is not None:
+        hub_reader.check_keys(("path", "name", "tokens", "tags", "scheme", "splits"))
+        splits = hub_reader.string_map("splits") or {s: s for s in SPLITS}
+        _check_split_names(hub_reader, "splits", splits)
+        hub = HubNerSource(
+            path=hub_reader.string("path"), name=hub_reader.optional_string("name"),
+            tokens_column=hub_reader.string("tokens", "tokens"), tags_column=hub_reader.string("tags", "ner_tags"),
+            scheme=hub_reader.string("scheme", "iob2", choices=SCHEMES), splits=splits,
+        )
+    local = None
+    local_reader = reader.section("local", required=False)
+    if local_reader is not None:
+        local_reader.check_keys(("format", "files", "scheme", "token_column", "tag_column"))
+        local_reader.string("format", "conll", choices=("conll",))
+        files = local_reader.string_map("files", required=True)
+        _check_split_names(local_reader, "files", files)
+        token_column = local_reader.data.get("token_column", 0)
+        tag_column = local_reader.data.get("tag_column", -1)
+        for key, value in (("token_column", token_column), ("tag_column", tag_column)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise local_reader.fail(key, f"{value!r} is not a column index (0 = first column, -1 = last)")
+        local = ConllSource(files=files, scheme=local_reader.string("scheme", "iob2", choices=SCHEMES), token_column=token_column, tag_column=tag_column)
+    if hub is None and local is None:
+        raise reader.fail("hub", "a dataset needs `hub` (a hub dataset name) or `local` (files under the data root), or both")
+    return NerDataSpec(
+        name=reader.string("name", "dataset"), hub=hub, local=local,
+        scheme=reader.string("scheme", "iob2", choices=("iob2", "bioes")),
+        lowercase_words=reader.boolean("lowercase_words", True),
+        min_freq=reader.integer("min_freq", 1, minimum=1),
+        max_vocab=reader.integer("max_vocab", 100_000, minimum=2),
+        max_word_length=reader.integer("max_word_length", 30, minimum=1),
+    )
+
+
+# How each task's `data:` section is read.
+DATA_SECTIONS = {"text_classification": _text_data_spec, "ner": _ner_data_spec}
 
 
 def _check_split_names(reader: _Reader, key: str, mapping: Mapping[str, str]) -> None:
@@ -258,7 +301,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         name=top.string("name", default_name),
         task=task_name,
         seed=top.integer("seed", 0, minimum=0),
-        data=_data_spec(top.section("data")),
+        data=DATA_SECTIONS[task_name](top.section("data")),
         metric=metric,
         direction=direction,
         budget=budget,

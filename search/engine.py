@@ -42,6 +42,7 @@ class SearchSummary:
     data_source: str = ""
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    test_metrics: dict[str, float] | None = None  # the best trial of this run, on the test split
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -218,17 +219,46 @@ def run_search(
                 verbose=0,  # progress comes from ProgressPrinter, one line per event
             ),
         )
+        results = None
         try:
-            tuner.fit()
+            results = tuner.fit()
         finally:
             # Ray returns normally after Ctrl-C; trials it cut off are the sign of an interruption.
             interrupted = searcher.close_unfinished() > 0
+        test_metrics = _score_best_on_test(config, task, storage, data, settings, results, searcher, log)
     finally:
         if owns_ray:
             ray.shutdown()
     summary = summarize(config, storage, started, trials_run=remaining, data_source=source, notes=notes)
     summary.interrupted = interrupted
+    summary.test_metrics = test_metrics
     return summary
+
+
+def _score_best_on_test(config: StudyConfig, task: Any, storage: Any, data: Any, settings: TrialSettings, results: Any, searcher: Any, log: Callable[[str], None]) -> dict[str, float] | None:
+    """The best COMPLETE trial's saved model, scored on the test split; recorded in the study's
+    user attribute `best_trial_test`. Only for a best trial of this run (its checkpoint is here)."""
+    if results is None or getattr(data, "test", None) is None:
+        return None
+    study = optuna.load_study(study_name=config.name, storage=storage)
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        return None
+    best = study.best_trial
+    checkpoints = {
+        searcher.trial_number(result.metrics.get("trial_id")): result.checkpoint
+        for result in results
+        if result.checkpoint is not None and result.metrics
+    }
+    checkpoint = checkpoints.get(best.number)
+    if checkpoint is None:
+        log(f"test: best trial {best.number} comes from an earlier run; its test score is not computed again")
+        return None
+    with checkpoint.as_directory() as directory:
+        metrics = task.evaluate_checkpoint(best.user_attrs["config"], data, settings, directory, "test")
+    study.set_user_attr("best_trial_test", {"trial": best.number, **metrics})
+    log(f"test: best trial {best.number} scores {config.metric} {metrics[config.metric]:.4f} on the test split")
+    return metrics
 
 
 def _trial_resources(config: StudyConfig, cluster: dict[str, float]) -> tuple[dict[str, float], list[str]]:

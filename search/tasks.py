@@ -16,18 +16,31 @@ class Task:
     metrics: Mapping[str, str]  # metric reported per epoch -> "max" or "min"
     load_data: Callable[..., Any]  # (data spec, data_root, seed) -> data shipped to trials
     trainable: Callable[..., None]  # (config, data, settings) -> None, reports per epoch
+    evaluate_checkpoint: Callable[..., dict[str, float]]  # (config, data, settings, dir, split) -> metrics
 
 
 def _text_classification() -> Task:
     from spaces import TEXT_CLASSIFICATION
+    from trainables import text_classification
     from trainables.data import load_text_classification
-    from trainables.text_classification import METRICS, train_text_classification
 
-    return Task("text_classification", TEXT_CLASSIFICATION, METRICS, load_text_classification, train_text_classification)
+    return Task(
+        "text_classification", TEXT_CLASSIFICATION, text_classification.METRICS, load_text_classification,
+        text_classification.train_text_classification, text_classification.evaluate_checkpoint,
+    )
+
+
+def _ner() -> Task:
+    from spaces import NER
+    from trainables import ner
+    from trainables.ner_data import load_ner
+
+    return Task("ner", NER, ner.METRICS, load_ner, ner.train_ner, ner.evaluate_checkpoint)
 
 
 TASKS: dict[str, Callable[[], Task]] = {
     "text_classification": _text_classification,
+    "ner": _ner,
 }
 
 

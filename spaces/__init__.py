@@ -13,7 +13,9 @@ from __future__ import annotations
 from spaces._base import Categorical, Component, Fixed, Float, Int, Registry, SpaceError, registry
 from spaces._space import FamilySpace, Space, Strategy, build_space, categorical_choices, suggest, unflatten
 from spaces.addons import ADDONS
+from spaces.char_encoders import CHAR_ENCODERS
 from spaces.encoders import ENCODERS
+from spaces.heads import HEADS
 from spaces.losses import LOSSES
 from spaces.optimizers import OPTIMIZERS
 from spaces.regularizers import REGULARIZERS
@@ -29,8 +31,20 @@ TEXT_CLASSIFICATION = {
     "schedule": SCHEDULES,
 }
 
+# Sequence labelling adds a character encoder and the output head (softmax or CRF).
+NER = {
+    "char_encoder": CHAR_ENCODERS,
+    "encoder": ENCODERS,
+    "addons": ADDONS,
+    "head": HEADS,
+    "loss": LOSSES,
+    "regularizers": REGULARIZERS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+}
+
 __all__ = [
-    "ADDONS", "ENCODERS", "LOSSES", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "ADDONS", "CHAR_ENCODERS", "ENCODERS", "HEADS", "LOSSES", "NER", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "FamilySpace", "Fixed", "Float", "Int", "Registry", "Space",
     "SpaceError", "Strategy", "build_space", "categorical_choices", "registry", "suggest", "unflatten",
 ]

@@ -215,51 +215,80 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
+# Families read as "model" parts in a strategy's one-line summary, in this order.
+_MODEL_FAMILIES = ("char_encoder", "encoder", "addons", "head")
+
+
 @dataclass(frozen=True)
 class Strategy:
-    """One sampled strategy, read from the nested config a trial receives."""
+    """One sampled strategy, read from the nested config a trial receives (any task's families).
 
-    encoder: tuple[str, dict[str, Any]]
-    addons: dict[str, dict[str, Any]]  # the add-ons switched on, with their hyperparameters
-    loss: tuple[str, dict[str, Any]]
-    regularizers: dict[str, dict[str, Any]]
-    optimizer: tuple[str, dict[str, Any]]
-    schedule: tuple[str, dict[str, Any]]
+    A "choice" family appears as `{"name": component, component: {params}}`, a "toggle" family as
+    `{component: {"enabled": bool, params...}}`, and globals under "train" and "model".
+    """
+
+    choices: dict[str, tuple[str, dict[str, Any]]]  # family -> (component, hyperparameters)
+    toggles: dict[str, dict[str, dict[str, Any]]]  # family -> {enabled component: hyperparameters}
     batch_size: int
     embedding_dim: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Strategy:
-        def choice(family: str) -> tuple[str, dict[str, Any]]:
-            name = config[family]["name"]
-            return name, dict(config[family].get(name, {}))
+        choices, toggles = {}, {}
+        for family, entry in config.items():
+            if family in ("train", "model") or not isinstance(entry, Mapping):
+                continue
+            if "name" in entry:
+                name = entry["name"]
+                choices[family] = (name, dict(entry.get(name, {})))
+            else:
+                toggles[family] = {
+                    name: {k: v for k, v in params.items() if k != "enabled"}
+                    for name, params in entry.items()
+                    if isinstance(params, Mapping) and params.get("enabled")
+                }
+        return cls(choices, toggles, int(config["train"]["batch_size"]), int(config["model"]["embedding_dim"]))
 
-        def toggles(family: str) -> dict[str, dict[str, Any]]:
-            return {
-                name: {k: v for k, v in entry.items() if k != "enabled"}
-                for name, entry in config.get(family, {}).items()
-                if entry.get("enabled")
-            }
+    def choice(self, family: str) -> tuple[str, dict[str, Any]]:
+        return self.choices[family]
 
-        return cls(
-            encoder=choice("encoder"),
-            addons=toggles("addons"),
-            loss=choice("loss"),
-            regularizers=toggles("regularizers"),
-            optimizer=choice("optimizer"),
-            schedule=choice("schedule"),
-            batch_size=int(config["train"]["batch_size"]),
-            embedding_dim=int(config["model"]["embedding_dim"]),
-        )
+    @property
+    def encoder(self) -> tuple[str, dict[str, Any]]:
+        return self.choices["encoder"]
+
+    @property
+    def loss(self) -> tuple[str, dict[str, Any]]:
+        return self.choices["loss"]
+
+    @property
+    def optimizer(self) -> tuple[str, dict[str, Any]]:
+        return self.choices["optimizer"]
+
+    @property
+    def schedule(self) -> tuple[str, dict[str, Any]]:
+        return self.choices["schedule"]
+
+    @property
+    def addons(self) -> dict[str, dict[str, Any]]:
+        return self.toggles.get("addons", {})
+
+    @property
+    def regularizers(self) -> dict[str, dict[str, Any]]:
+        return self.toggles.get("regularizers", {})
 
     def summary(self) -> str:
-        """A one-line name such as `bilstm+mhsa+layernorm / focal / adamw / cosine`."""
-        model = "+".join([self.encoder[0], *self.addons])
+        """A one-line name such as `char-cnn+bilstm+mhsa+crf / focal / dropout / adamw / cosine`."""
+        parts = []
+        for family in _MODEL_FAMILIES:
+            if family in self.choices:
+                name = self.choices[family][0]
+                if name != "none":
+                    parts.append(f"char-{name}" if family == "char_encoder" else name)
+            parts += list(self.toggles.get(family, {}))
         regs = "+".join(self.regularizers) or "no-reg"
-        return f"{model} / {self.loss[0]} / {regs} / {self.optimizer[0]} / {self.schedule[0]}"
+        return f"{'+'.join(parts)} / {self.loss[0]} / {regs} / {self.optimizer[0]} / {self.schedule[0]}"
 
     def regularizer(self, name: str, key: str, off: Any = 0.0) -> Any:
         """A regularizer's hyperparameter, or `off` when the regularizer is not used."""
         entry = self.regularizers.get(name)
         return off if entry is None else entry[key]
-

@@ -96,3 +96,88 @@ space:
   batch_size: 32
   embedding_dim: 32
 {extra_space}"""
+
+
+PEOPLE = [["John", "Smith"], ["Mary"], ["Ana", "Lopez"], ["Wei"], ["Olga", "Petrova"], ["Tom"]]
+PLACES = [["Paris"], ["New", "York"], ["Lima"], ["Oslo"], ["Cape", "Town"]]
+TEMPLATES = [
+    ["PER", "went", "to", "LOC", "."],
+    ["PER", "lives", "in", "LOC", "."],
+    ["yesterday", "PER", "met", "PER", "in", "LOC", "."],
+    ["the", "weather", "was", "fine", "."],
+    ["LOC", "is", "far", "from", "LOC", "."],
+]
+
+
+def conll_sentences(count: int, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """Sentences of (token, IOB2 tag) from templates; entities come from fixed lists."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(count):
+        sentence = []
+        for slot in rng.choice(TEMPLATES):
+            if slot in ("PER", "LOC"):
+                words = rng.choice(PEOPLE if slot == "PER" else PLACES)
+                sentence += [(word, f"{'B' if i == 0 else 'I'}-{slot}") for i, word in enumerate(words)]
+            else:
+                sentence.append((slot, "O"))
+        sentences.append(sentence)
+    return sentences
+
+
+def write_conll_files(folder: Path, sizes: dict[str, int] | None = None) -> dict[str, str]:
+    """CoNLL files (token TAB tag, blank line between sentences, a -DOCSTART- header)."""
+    sizes = sizes or {"train": 300, "validation": 80, "test": 80}
+    files = {}
+    for seed, (split, size) in enumerate(sizes.items()):
+        lines = ["-DOCSTART-\tO", ""]
+        for sentence in conll_sentences(size, seed=seed):
+            lines += [f"{token}\t{tag}" for token, tag in sentence] + [""]
+        path = folder / f"{split}.conll"
+        path.write_text("\n".join(lines), encoding="utf-8")
+        files[split] = path.name
+    return files
+
+
+@pytest.fixture()
+def conll_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "ner").mkdir(parents=True)
+    write_conll_files(root / "ner")
+    return root
+
+
+def ner_study_yaml(storage: str, *, trials: int = 4, max_epochs: int = 3, concurrency: int = 2, name: str = "toyner") -> str:
+    return f"""# test study
+name: {name}
+task: ner
+seed: 0
+data:
+  name: toyner
+  local:
+    format: conll
+    scheme: iob2
+    files: {{train: ner/train.conll, validation: ner/validation.conll, test: ner/test.conll}}
+  scheme: bioes
+metric: f1
+budget:
+  trials: {trials}
+  max_epochs: {max_epochs}
+  concurrency: {concurrency}
+  resources: {{cpu: 1, gpu: 0}}
+asha:
+  grace_period: 1
+  reduction_factor: 2
+storage: {storage}
+space:
+  char_encoder: {{choices: [cnn, none], params: {{cnn: {{char_dim: 25, filters: 25}}}}}}
+  encoder: {{choices: [bilstm], params: {{bilstm: {{hidden: 32, layers: 1}}}}}}
+  addons: []
+  head: [crf, softmax]
+  loss: [cross_entropy, focal, ghm]
+  regularizers: {{search: [], always: [dropout], params: {{dropout: {{p: 0.1}}}}}}
+  optimizer: {{choices: [adam], params: {{adam: {{lr: 0.01}}}}}}
+  schedule: constant
+  batch_size: 16
+  embedding_dim: 32
+"""

@@ -104,6 +104,75 @@ def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
         )
 
 
+class Optimization:
+    """Everything a strategy says about updating weights, for any task's loop:
+
+    optimizer and LR schedule, L1/L2 penalties, decoupled weight decay, gradient clipping and
+    mixed-precision scaling. A loop calls `penalty()` to add to its loss, `step(objective)` after
+    each batch and `end_epoch(metric)` after each validation.
+    """
+
+    def __init__(self, strategy: Strategy, model: nn.Module, settings: TrialSettings, steps_per_epoch: int, precision: Precision, metric_mode: str) -> None:
+        from spaces.optimizers import OPTIMIZERS
+        from spaces.schedules import SCHEDULES
+
+        optimizer_name, optimizer_params = strategy.optimizer
+        self.optimizer = OPTIMIZERS[optimizer_name].build(model.parameters(), **optimizer_params)
+        schedule_name, schedule_params = strategy.schedule
+        self.schedule = SCHEDULES[schedule_name].build(
+            self.optimizer, steps_per_epoch=steps_per_epoch, max_epochs=settings.max_epochs, mode=metric_mode, **schedule_params,
+        )
+        self.model = model
+        self.precision = precision
+        self.strategy = strategy
+        self.penalized = penalized_weights(model)
+        self.decayed = decayed_parameters(model)
+        self.decay = strategy.regularizer("weight_decay", "decay")
+        self.clip = strategy.regularizer("grad_clip", "max_norm")
+
+    def penalty(self) -> torch.Tensor | float:
+        return penalty(self.strategy, self.penalized)
+
+    def step(self, objective: torch.Tensor) -> None:
+        scaler = self.precision.scaler
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(objective).backward()
+        if self.clip:
+            scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        decay_weights(self.optimizer, self.decayed, self.decay)
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.schedule.after_batch()
+
+    def end_epoch(self, metric: float) -> None:
+        self.schedule.after_epoch(metric)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "scaler": self.precision.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.precision.scaler.load_state_dict(state["scaler"])
+
+
+def restore_from_tune(modules: dict[str, Any]) -> dict[str, Any] | None:
+    """Loads the checkpoint Tune hands this trial (if any) into `modules` (name -> object with
+    load_state_dict); returns the rest of the saved state (epoch, rng), or None."""
+    with ray_checkpoint_dir() as directory:
+        state = load_state(directory)
+    if state is None:
+        return None
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    return state
+
+
 def ray_reporter() -> Reporter:
     from ray import tune
 

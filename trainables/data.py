@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import datasets
@@ -57,6 +57,21 @@ _INTEGER = re.compile(r"-?\d+")
 
 class DataError(Exception):
     """A dataset could not be read; the message is for the user (names files, fields, what was expected)."""
+
+
+# What the shared loading helpers need of a source; `trainables.ner_data` reuses them with its
+# own source classes.
+class _FileSource(Protocol):
+    @property
+    def files(self) -> Mapping[str, str]: ...
+
+
+class _HubLocation(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def name(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -317,7 +332,7 @@ def _resolve_data_root(data_root: str | os.PathLike | None) -> Path | None:
     return Path(data_root).expanduser().resolve() if data_root is not None else None
 
 
-def _local_paths(local: LocalSource, root: Path | None) -> dict[str, Path | None]:
+def _local_paths(local: _FileSource, root: Path | None) -> dict[str, Path | None]:
     """Split key -> absolute path; None for a relative path when no data root is set."""
     paths: dict[str, Path | None] = {}
     for key, relative in local.files.items():
@@ -329,7 +344,7 @@ def _local_paths(local: LocalSource, root: Path | None) -> dict[str, Path | None
     return paths
 
 
-def _describe_path(key: str, path: Path | None, local: LocalSource) -> str:
+def _describe_path(key: str, path: Path | None, local: _FileSource) -> str:
     shown = str(path) if path is not None else f"<data root>/{local.files[key]}"
     return f"{shown} ({key})"
 
@@ -353,9 +368,31 @@ def _not_found_message(
     missing_local: Sequence[str],
     hub_error: str,
 ) -> str:
-    lines = [f"dataset {spec.name!r} could not be loaded."]
-    if spec.local is not None:
-        lines.append(f"  local {spec.local.format} files expected but missing: {', '.join(missing_local)}")
+    return _missing_data_message(
+        spec.name,
+        spec.local.format if spec.local is not None else None,
+        root,
+        data_root_argument,
+        missing_local,
+        hub_error if spec.hub is not None else None,
+    )
+
+
+def _missing_data_message(
+    name: str,
+    local_format: str | None,
+    root: Path | None,
+    data_root_argument: str | os.PathLike | None,
+    missing_local: Sequence[str],
+    hub_error: str | None,
+) -> str:
+    """The not-found message: expected files, the data root and how to set it, the hub error.
+
+    `local_format` None means no local files are configured; `hub_error` None, no hub dataset.
+    """
+    lines = [f"dataset {name!r} could not be loaded."]
+    if local_format is not None:
+        lines.append(f"  local {local_format} files expected but missing: {', '.join(missing_local)}")
     else:
         lines.append("  no local files are configured for it")
     how_to_set = f"set it with --data-root DIR or the environment variable {DATA_ROOT_ENV}"
@@ -365,7 +402,7 @@ def _not_found_message(
         origin = "as given" if data_root_argument is not None else f"from {DATA_ROOT_ENV}"
         exists = "" if root.is_dir() else ", does not exist"
         lines.append(f"  data root: {root} ({origin}{exists}); {how_to_set}")
-    if spec.hub is not None:
+    if hub_error is not None:
         lines.append(f"  hub: {hub_error}")
     else:
         lines.append("  hub: no hub dataset is configured for it")
@@ -604,7 +641,7 @@ def _hub_unreachable_reason() -> str | None:
     return None if error is None else f"cannot connect to {host}:{port} ({error})"
 
 
-def _fetch_hub(hub: HubSource) -> datasets.DatasetDict:
+def _fetch_hub(hub: _HubLocation) -> datasets.DatasetDict:
     label = hub.path + (f" (config {hub.name})" if hub.name else "")
     unreachable = _hub_unreachable_reason()
     if unreachable is not None:
@@ -680,7 +717,13 @@ def _carve_missing(
 
 
 def _split_off(dataset: datasets.Dataset, size: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(rest, carved) with `size` examples carved, stratified by label when every class allows it."""
+    """(rest, carved) with `size` examples carved, stratified by label when every class allows it.
+
+    A dataset without a "label" column (NER sentences) gets a plain seeded split.
+    """
+    if "label" not in dataset.column_names:
+        parts = dataset.train_test_split(test_size=size, seed=seed)
+        return parts["train"], parts["test"]
     # Stratifying needs a ClassLabel column; encode a copy so "label" stays the raw string.
     with_stratum = dataset.add_column("_stratum", _column(dataset, "label")).class_encode_column("_stratum")
     try:

@@ -19,8 +19,6 @@ from torch import nn
 
 from spaces._space import Strategy
 from spaces.losses import LOSSES
-from spaces.optimizers import OPTIMIZERS
-from spaces.schedules import SCHEDULES
 from trainables import _loop
 from trainables.data import EncodedSplit, TextClassificationData
 from trainables.models import build_text_classifier
@@ -83,30 +81,13 @@ def train_text_classification(
     model = build_text_classifier(strategy, len(data.vocab), len(data.labels)).to(device)
     loss_name, loss_params = strategy.loss
     loss_fn = LOSSES[loss_name].build(len(data.labels), **loss_params).to(device)
-    optimizer_name, optimizer_params = strategy.optimizer
-    optimizer = OPTIMIZERS[optimizer_name].build(model.parameters(), **optimizer_params)
     steps_per_epoch = math.ceil(len(data.train) / strategy.batch_size)
-    schedule_name, schedule_params = strategy.schedule
-    schedule = SCHEDULES[schedule_name].build(
-        optimizer, steps_per_epoch=steps_per_epoch, max_epochs=settings.max_epochs,
-        mode=METRICS.get(settings.metric, settings.mode), **schedule_params,
-    )
-    penalized = _loop.penalized_weights(model)
-    decayed = _loop.decayed_parameters(model)
-    decay = strategy.regularizer("weight_decay", "decay")
-    clip = strategy.regularizer("grad_clip", "max_norm")
+    optimization = _loop.Optimization(strategy, model, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode))
     rng = np.random.default_rng(settings.seed)
 
     first_epoch = 1
-    state = None
-    if in_tune:
-        with _loop.ray_checkpoint_dir() as restored_dir:
-            state = _loop.load_state(restored_dir)
+    state = _loop.restore_from_tune({"model": model, "optimization": optimization, "loss": loss_fn}) if in_tune else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        loss_fn.load_state_dict(state["loss"])
         rng.bit_generator.state = state["rng"]
         first_epoch = state["epoch"] + 1
 
@@ -120,37 +101,40 @@ def train_text_classification(
             with precision.autocast():
                 logits = model(tokens, mask)
             loss = loss_fn(logits, labels)
-            objective = loss + _loop.penalty(strategy, penalized)
+            objective = loss + optimization.penalty()
             _loop.check_finite(objective, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            precision.scaler.scale(objective).backward()
-            if clip:
-                precision.scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            _loop.decay_weights(optimizer, decayed, decay)
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
-            schedule.after_batch()
+            optimization.step(objective)
             loss_total += loss.item() * len(labels)
             examples += len(labels)
         train_seconds = time.perf_counter() - started
 
         dev = evaluate(model, data.validation, device, precision)
-        schedule.after_epoch(dev[settings.metric])
+        optimization.end_epoch(dev[settings.metric])
         metrics = {
             **dev,
             "train_loss": loss_total / examples,
             "epoch": epoch,
             "param_count": param_count,
             "train_seconds": train_seconds,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": optimization.lr,
         }
         state = None
         if settings.checkpoint:
             state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "loss": loss_fn.state_dict(),
+                "model": model.state_dict(), "optimization": optimization.state_dict(), "loss": loss_fn.state_dict(),
                 "rng": rng.bit_generator.state, "epoch": epoch,
             }
         with _loop.checkpoint_dir(state) as directory:
             report(metrics, directory)
+
+
+def evaluate_checkpoint(config: dict[str, Any], data: TextClassificationData, settings: _loop.TrialSettings, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
+    """Scores a trial's saved model on a split (the test split for the best trial)."""
+    strategy = Strategy.from_config(config)
+    device = _loop.pick_device()
+    model = build_text_classifier(strategy, len(data.vocab), len(data.labels)).to(device)
+    state = _loop.load_state(checkpoint_dir)
+    if state is None:
+        raise FileNotFoundError(f"no model state in {checkpoint_dir}")
+    model.load_state_dict(state["model"])
+    return evaluate(model, getattr(data, split), device, _loop.Precision(device, settings.mixed_precision))

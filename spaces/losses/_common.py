@@ -22,6 +22,15 @@ class _ClassificationLoss(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
 
+    def from_gold_log_prob(self, log_p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss from each example's log-probability of its gold outcome, shape [N].
+
+        This also serves structured outputs, where an example is a whole sequence and `log_p` its
+        CRF log-likelihood: focal and GHM then weigh sentences, as they weigh tokens in `forward`.
+        Losses that need the whole predicted distribution (label smoothing) do not have it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} needs the whole predicted distribution, not only log p(gold)")
+
     def _prepare(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns float32 logits, targets safe to index with, and the mask of counted examples."""
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:

@@ -28,9 +28,14 @@ class FocalLoss(_ClassificationLoss):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits, safe_targets, valid = self._prepare(logits, targets)
         log_pt = F.log_softmax(logits, dim=-1).gather(1, safe_targets.unsqueeze(1)).squeeze(1)
+        return self.from_gold_log_prob(log_pt, valid)
+
+    def from_gold_log_prob(self, log_p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        log_p = log_p.float()
+        valid = torch.ones_like(log_p, dtype=torch.bool) if valid is None else valid
         # -expm1(log p) is 1 - p without the cancellation that 1 - exp(log p) suffers near p = 1.
-        one_minus_pt = (-torch.expm1(log_pt)).clamp(min=_MIN_ONE_MINUS_PT)
-        return _mean_over_valid(-one_minus_pt.pow(self.gamma) * log_pt, valid)
+        one_minus_p = (-torch.expm1(log_p)).clamp(min=_MIN_ONE_MINUS_PT)
+        return _mean_over_valid(-one_minus_p.pow(self.gamma) * log_p, valid)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, gamma={self.gamma:g}"

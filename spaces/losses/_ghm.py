@@ -49,9 +49,14 @@ class GHMLoss(_ClassificationLoss):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits, safe_targets, valid = self._prepare(logits, targets)
         log_pt = F.log_softmax(logits, dim=-1).gather(1, safe_targets.unsqueeze(1)).squeeze(1)
-        weights = self._weights(log_pt.detach(), valid)
+        return self.from_gold_log_prob(log_pt, valid)
+
+    def from_gold_log_prob(self, log_p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        log_p = log_p.float()
+        valid = torch.ones_like(log_p, dtype=torch.bool) if valid is None else valid
+        weights = self._weights(log_p.detach(), valid)
         # where() rather than a product: an ignored row's cross-entropy may be inf, and inf * 0 is nan.
-        weighted = torch.where(valid, weights * -log_pt, log_pt.new_zeros(()))
+        weighted = torch.where(valid, weights * -log_p, log_p.new_zeros(()))
         return weighted.sum() / valid.sum().clamp(min=1)
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from spaces._base import Component, Float, between
-from spaces.losses._common import IGNORE_INDEX, _ClassificationLoss
+from spaces.losses._common import IGNORE_INDEX, _ClassificationLoss, _mean_over_valid
 
 
 class CrossEntropyLoss(_ClassificationLoss):
@@ -28,6 +28,12 @@ class CrossEntropyLoss(_ClassificationLoss):
             logits, targets, ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=self.label_smoothing
         )
         return total / valid.sum().clamp(min=1)
+
+    def from_gold_log_prob(self, log_p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if self.label_smoothing:
+            return super().from_gold_log_prob(log_p, valid)
+        log_p = log_p.float()
+        return _mean_over_valid(-log_p, torch.ones_like(log_p, dtype=torch.bool) if valid is None else valid)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, label_smoothing={self.label_smoothing:g}"

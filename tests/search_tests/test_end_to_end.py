@@ -51,6 +51,10 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
     assert overlaps, "no two trials ran at the same time"
     assert study.best_value > 0.9  # the toy task is easy for a working trainer
     assert study.user_attrs["metric"] == "accuracy"
+    # The best trial's saved model, scored on the test split after the search.
+    test = study.user_attrs["best_trial_test"]
+    assert test["trial"] == study.best_trial.number
+    assert test["accuracy"] > 0.9 and summary.test_metrics == {k: v for k, v in test.items() if k != "trial"}
     assert summary.best_value == study.best_value
 
     # Running the same study again with the budget met adds nothing and keeps every trial.

@@ -207,3 +207,18 @@ def test_ghm_handles_token_sized_batches() -> None:
     loss = GHMLoss(NUM_CLASSES, bins=30, momentum=0.9)(logits, targets)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "focal", "ghm"])
+def test_from_gold_log_prob_matches_forward(name: str) -> None:
+    # The structured (CRF) path feeds sequence log-likelihoods through the same formula.
+    logits, targets = _batch(64, seed=11)
+    targets[:5] = IGNORE_INDEX
+    valid = targets != IGNORE_INDEX
+    log_p = F.log_softmax(logits, dim=-1).gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(_build_lowest(name)(logits, targets), _build_lowest(name).from_gold_log_prob(log_p, valid))
+
+
+def test_label_smoothing_has_no_gold_log_prob_form() -> None:
+    with pytest.raises(NotImplementedError, match="whole predicted distribution"):
+        _build_lowest("label_smoothing").from_gold_log_prob(torch.zeros(3))

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     best = commands.add_parser("best", help="the best trial of a study: value and full config")
     best.add_argument("study_name", metavar="STUDY_NAME")
     best.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
+    best.add_argument("--as-study", metavar="FILE", help="also write a study file that retrains this config (one trial, every value fixed)")
     return parser
 
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "status":
             return _status(args.storage or _default_storage())
-        return _best(args.study_name, args.storage or _default_storage())
+        return _best(args.study_name, args.storage or _default_storage(), args.as_study)
     except KeyboardInterrupt:
         print("search: interrupted", file=sys.stderr)
         return 130
@@ -179,7 +180,7 @@ def _status(storage_url: str) -> int:
     return 0
 
 
-def _best(study_name: str, storage_url: str) -> int:
+def _best(study_name: str, storage_url: str, as_study: str | None = None) -> int:
     import optuna
     from optuna.trial import TrialState
 
@@ -207,7 +208,25 @@ def _best(study_name: str, storage_url: str) -> int:
         print("test split: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if k != "trial"))
     print("config:")
     print(yaml.safe_dump(attrs.get("config", best.params), sort_keys=False, default_flow_style=False).rstrip())
+    if as_study:
+        _write_retrain_study(study, best, study_name, as_study)
     return 0
+
+
+def _write_retrain_study(study: object, best: object, study_name: str, path: str) -> None:
+    from search.config import fixed_study
+
+    recorded = study.user_attrs.get("study")  # type: ignore[attr-defined]
+    if not recorded or "config" not in best.user_attrs:  # type: ignore[attr-defined]
+        raise UserError(f"study {study_name!r} was recorded without its study file or configs; --as-study needs both")
+    name = f"{study_name}-trial{best.number}"  # type: ignore[attr-defined]
+    text = yaml.safe_dump(fixed_study(recorded, best.user_attrs["config"], name), sort_keys=False)  # type: ignore[attr-defined]
+    header = (
+        f"# Retrains trial {best.number} of study {study_name!r} (every value fixed; one trial).\n"  # type: ignore[attr-defined]
+        f"# Run: search run {path} --max-epochs N [--data-root DIR]\n"
+    )
+    Path(path).write_text(header + text, encoding="utf-8")
+    print(f"wrote {path}: search run {path} --max-epochs N retrains this config and scores it on the test split")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class StudyConfig:
     storage: str
     space: Space
     raw_space: Mapping[str, Any]
+    raw: Mapping[str, Any]  # the study file as read, recorded in the study (see `fixed_study`)
 
     @property
     def mode(self) -> str:
@@ -309,6 +310,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         storage=_check_storage(path, top.string("storage", DEFAULT_STORAGE)),
         space=space,
         raw_space=dict(space_spec),
+        raw=dict(raw),
     )
     return check_consistency(config)
 
@@ -375,3 +377,29 @@ def apply_overrides(
         budget=budget,
         asha=asha,
     ))
+
+
+def fixed_space(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A study `space:` that fixes every value of a trial's resolved config (its user attribute)."""
+    space: dict[str, Any] = {}
+    for family, entry in config.items():
+        if family == "train":
+            space["batch_size"] = entry["batch_size"]
+        elif family == "model":
+            space["embedding_dim"] = entry["embedding_dim"]
+        elif "name" in entry:
+            name = entry["name"]
+            space[family] = {"choices": [name], "params": {name: dict(entry.get(name, {}))}} if entry.get(name) else name
+        else:
+            enabled = {name: {k: v for k, v in params.items() if k != "enabled"} for name, params in entry.items() if params.get("enabled")}
+            space[family] = {"search": [], "always": list(enabled), "params": {n: p for n, p in enabled.items() if p}}
+    return space
+
+
+def fixed_study(study: Mapping[str, Any], config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The recorded study file with its space fixed to one trial's config: one trial to retrain."""
+    fixed = {k: v for k, v in study.items() if k != "space"}
+    fixed["name"] = name
+    fixed["budget"] = {**study.get("budget", {}), "trials": 1, "concurrency": 1}
+    fixed["space"] = fixed_space(config)
+    return fixed

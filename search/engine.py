@@ -88,6 +88,7 @@ def prepare_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -> 
     study.set_user_attr("study_file", config.path)
     study.set_user_attr("max_epochs", config.budget.max_epochs)
     study.set_user_attr("space", _jsonable(config.raw_space))
+    study.set_user_attr("study", _jsonable(config.raw))
     return study
 
 

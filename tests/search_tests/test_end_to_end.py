@@ -7,8 +7,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from search.cli import main
 from search.config import load_study_file
 from search.engine import run_search
+from spaces import suggest, unflatten
 from tests.conftest import toy_study_yaml
 
 
@@ -56,6 +58,14 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
     assert test["trial"] == study.best_trial.number
     assert test["accuracy"] > 0.9 and summary.test_metrics == {k: v for k, v in test.items() if k != "trial"}
     assert summary.best_value == study.best_value
+
+    # `search best --as-study` writes a study that fixes every value of the best config.
+    retrain_file = tmp_path / "retrain.yaml"
+    assert main(["best", "toy", "--storage", f"sqlite:///{db}", "--as-study", str(retrain_file)]) == 0
+    retrain = load_study_file(retrain_file)
+    assert retrain.budget.trials == 1 and retrain.name == f"toy-trial{study.best_trial.number}"
+    resampled = suggest(optuna.create_study().ask(), retrain.space)
+    assert unflatten(resampled) == study.best_trial.user_attrs["config"]
 
     # Running the same study again with the budget met adds nothing and keeps every trial.
     before = [(t.number, t.state, t.value) for t in study.trials]

@@ -161,16 +161,29 @@ class Optimization:
         self.precision.scaler.load_state_dict(state["scaler"])
 
 
-def restore_from_tune(modules: dict[str, Any]) -> dict[str, Any] | None:
+def resume(modules: dict[str, Any], rng: np.random.Generator) -> int:
     """Loads the checkpoint Tune hands this trial (if any) into `modules` (name -> object with
-    load_state_dict); returns the rest of the saved state (epoch, rng), or None."""
+    load_state_dict) and `rng`; returns the first epoch still to train."""
     with ray_checkpoint_dir() as directory:
         state = load_state(directory)
     if state is None:
-        return None
+        return 1
     for name, module in modules.items():
         module.load_state_dict(state[name])
-    return state
+    rng.bit_generator.state = state["rng"]
+    return state["epoch"] + 1
+
+
+def report_epoch(
+    report: Reporter, metrics: dict[str, Any], settings: TrialSettings, modules: dict[str, Any], rng: np.random.Generator, epoch: int,
+) -> None:
+    """Reports one epoch, with a checkpoint of `modules` and `rng` unless checkpoints are off."""
+    state = None
+    if settings.checkpoint:
+        state = {name: module.state_dict() for name, module in modules.items()}
+        state.update(rng=rng.bit_generator.state, epoch=epoch)
+    with checkpoint_dir(state) as directory:
+        report(metrics, directory)
 
 
 def ray_reporter() -> Reporter:

@@ -117,11 +117,8 @@ def train_ner(
     optimization = _loop.Optimization(strategy, model, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode))
     rng = np.random.default_rng(settings.seed)
 
-    first_epoch = 1
-    state = _loop.restore_from_tune({"model": model, "optimization": optimization, "loss": loss_fn}) if in_tune else None
-    if state is not None:
-        rng.bit_generator.state = state["rng"]
-        first_epoch = state["epoch"] + 1
+    modules = {"model": model, "optimization": optimization, "loss": loss_fn}
+    first_epoch = _loop.resume(modules, rng) if in_tune else 1
 
     param_count = _loop.count_parameters(model)
     for epoch in range(first_epoch, settings.max_epochs + 1):
@@ -151,14 +148,7 @@ def train_ner(
             "sentences_per_second": sentences / train_seconds,
             "lr": optimization.lr,
         }
-        state = None
-        if settings.checkpoint:
-            state = {
-                "model": model.state_dict(), "optimization": optimization.state_dict(), "loss": loss_fn.state_dict(),
-                "rng": rng.bit_generator.state, "epoch": epoch,
-            }
-        with _loop.checkpoint_dir(state) as directory:
-            report(metrics, directory)
+        _loop.report_epoch(report, metrics, settings, modules, rng, epoch)
 
 
 def evaluate_checkpoint(config: dict[str, Any], data: NerData, settings: _loop.TrialSettings, checkpoint_dir: str, split: str = "test") -> dict[str, float]:

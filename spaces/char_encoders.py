@@ -23,10 +23,12 @@ class CharCNN(nn.Module):
 
     def forward(self, chars: torch.Tensor) -> torch.Tensor:
         mask = chars != 0
-        x = self.conv(self.embedding(chars).transpose(1, 2)).transpose(1, 2)[:, : chars.shape[1]]
-        x = x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min)
+        # Pooled in the convolution's own layout [N, filters, L]: transposing back to [N, L, filters] first
+        # made masked_fill and max work on a strided view and gave conv backward a non-contiguous gradient.
+        x = self.conv(self.embedding(chars).transpose(1, 2))[:, :, : chars.shape[1]]
+        x = x.masked_fill(~mask.unsqueeze(1), torch.finfo(x.dtype).min)
         # Padding words (no characters at all) would keep the fill value: give them zeros instead.
-        return torch.where(mask.any(dim=1, keepdim=True), x.max(dim=1).values, torch.zeros((), dtype=x.dtype, device=x.device))
+        return torch.where(mask.any(dim=1, keepdim=True), x.max(dim=2).values, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 class CharLSTM(nn.Module):

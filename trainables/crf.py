@@ -282,10 +282,21 @@ class CRF(nn.Module):
 
     def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         transitions, start, end = self._effective_scores()
+        # The forward algorithm as one [B, K] x [K, K] product per step, in the exp domain rescaled by each
+        # sentence's best tag. Forbidden transitions become exact zeros of exp(transitions), computed once,
+        # so exp() never sees IMPOSSIBLE: a logsumexp over [B, K, K] scores did, every step, and ATen's CPU
+        # exp is ~10x slower on inputs below about -87 (where float32 underflows).
+        # Shifted by the largest score too, so that exp() cannot overflow whatever the CRF learns.
+        transition_top = transitions.amax().detach()
+        exp_transitions = (transitions - transition_top).exp()
+        floor = torch.finfo(emissions.dtype).tiny  # a tag no live path reaches: keeps log() and gradients finite
         log_alpha = start + emissions[:, 0]  # [B, K]: log-sum of scores of all paths ending in each tag
-        for t in range(1, emissions.shape[1]):
-            next_log_alpha = torch.logsumexp(log_alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, t]
-            log_alpha = torch.where(mask[:, t, None], next_log_alpha, log_alpha)
+        with torch.autocast(emissions.device.type, enabled=False):  # the product must not run in half precision
+            for t in range(1, emissions.shape[1]):
+                top = log_alpha.amax(dim=1, keepdim=True).detach()  # any shift is exact; its gradient cancels
+                total = torch.mm((log_alpha - top).exp(), exp_transitions)
+                next_log_alpha = total.clamp_min(floor).log() + top + transition_top + emissions[:, t]
+                log_alpha = torch.where(mask[:, t, None], next_log_alpha, log_alpha)
         return torch.logsumexp(log_alpha + end, dim=1)
 
     def _score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

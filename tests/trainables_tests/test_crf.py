@@ -417,3 +417,19 @@ def test_realistic_batch_runs_forward_backward_and_decode() -> None:
     decoded = crf.decode(emissions, mask)
     assert torch.isfinite(loss) and emissions.grad is not None
     assert decoded.shape == (batch_size, seq_len)
+
+
+@pytest.mark.parametrize("shift", [150.0, -150.0])
+def test_log_partition_is_exact_with_large_learned_scores(shift: float) -> None:
+    # The forward algorithm works in the exp domain after rescaling: scores far beyond float32's
+    # exp range (|x| > 88) must neither overflow nor underflow.
+    generator = torch.Generator().manual_seed(7)
+    crf = random_crf(4, generator, constraints=make_constraints("bioes", 4, generator))
+    with torch.no_grad():
+        crf.transitions.add_(shift)
+    emissions, mask = random_batch(generator, 4, [4, 2, 3])
+    log_z = crf.log_partition(emissions, mask)
+    assert torch.isfinite(log_z).all()
+    for row, length in enumerate([4, 2, 3]):
+        _, scores = brute_force_path_scores(crf, emissions[row], length)
+        torch.testing.assert_close(log_z[row].double(), torch.logsumexp(scores, dim=0), rtol=1e-5, atol=1e-3)

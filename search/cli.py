@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("study_name", metavar="STUDY_NAME")
     best.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
     best.add_argument("--as-study", metavar="FILE", help="also write a study file that retrains this config (one trial, every value fixed)")
+
+    report = commands.add_parser("report", help="strategy table, and an HTML report with plots")
+    report.add_argument("study_names", nargs="+", metavar="STUDY_NAME")
+    report.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
+    report.add_argument("--out", metavar="DIR", help="write DIR/report.html (self-contained, plotly)")
+    report.add_argument("--table", action="store_true", help="print the strategy table in the terminal")
+
+    dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
+    dashboard.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
+    dashboard.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only)")
+    dashboard.add_argument("--port", type=int, default=8080)
     return parser
 
 
@@ -65,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "status":
             return _status(args.storage or _default_storage())
+        if args.command == "report":
+            return _report(args.study_names, args.storage or _default_storage(), args.out, args.table)
+        if args.command == "dashboard":
+            return _dashboard(args.storage or _default_storage(), args.host, args.port)
         return _best(args.study_name, args.storage or _default_storage(), args.as_study)
     except KeyboardInterrupt:
         print("search: interrupted", file=sys.stderr)
@@ -230,6 +245,42 @@ def _write_retrain_study(study: object, best: object, study_name: str, path: str
     )
     Path(path).write_text(header + text, encoding="utf-8")
     print(f"wrote {path}: search run {path} --max-epochs N retrains this config and scores it on the test split")
+
+
+def _load_studies(names: Sequence[str], storage_url: str) -> list:
+    import optuna
+
+    storage = _open_existing(storage_url)
+    known = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    for name in names:
+        if name not in known:
+            raise UserError(f"no study named {name!r} in {storage_url}; studies there: {', '.join(known) or 'none'}")
+    return [optuna.load_study(study_name=name, storage=storage) for name in names]
+
+
+def _report(names: Sequence[str], storage_url: str, out: str | None, table: bool) -> int:
+    from search.report import format_table, strategy_table, write_report
+
+    if not out and not table:
+        raise UserError("search report needs --out DIR (HTML report) and/or --table (strategy table in the terminal)")
+    studies = _load_studies(names, storage_url)
+    if table:
+        for study in studies:
+            print(f"study {study.study_name!r} ({study.user_attrs.get('metric', 'value')}, {study.direction.name.lower()}):")
+            print(format_table(strategy_table(study)))
+            print()
+    if out:
+        print(f"wrote {write_report(studies, out)}")
+    return 0
+
+
+def _dashboard(storage_url: str, host: str, port: int) -> int:
+    from optuna_dashboard import run_server
+
+    storage = _open_existing(storage_url)
+    print(f"optuna-dashboard on http://{host}:{port}/dashboard for {storage_url} (Ctrl-C stops it)", flush=True)
+    run_server(storage, host=host, port=port)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""The strategy table, the HTML report and the dashboard, on a database made with Optuna alone."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.report import format_table, strategy_table, write_report
+from tests.conftest import REPO_ROOT
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# (loss, mhsa on?, state, value) per trial, as the engine would record them.
+TRIALS = [
+    ("focal", True, TrialState.COMPLETE, 0.80),
+    ("focal", False, TrialState.COMPLETE, 0.70),
+    ("focal", True, TrialState.PRUNED, 0.50),
+    ("cross_entropy", False, TrialState.COMPLETE, 0.75),
+    ("cross_entropy", True, TrialState.FAIL, None),
+]
+
+
+def make_study(db: Path, name: str = "table") -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{db}", direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    for number, (loss, mhsa, state, value) in enumerate(TRIALS):
+        trial = study.ask({"loss/name": optuna.distributions.CategoricalDistribution(["focal", "cross_entropy"])})
+        trial.set_user_attr("config", {
+            "encoder": {"name": "textcnn", "textcnn": {"filters": 64}},
+            "addons": {"mhsa": {"enabled": mhsa}},
+            "loss": {"name": loss},
+            "train": {"batch_size": 32}, "model": {"embedding_dim": 128},
+        })
+        if value is not None:
+            trial.report(value - 0.1, 1)
+            trial.report(value, 2)
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    return study
+
+
+def test_strategy_table_counts_match_the_db(tmp_path: Path) -> None:
+    rows = {(r.dimension, r.choice): r for r in strategy_table(make_study(tmp_path / "r.db"))}
+    focal = rows[("loss", "focal")]
+    assert (focal.trials, focal.completed, focal.pruned, focal.failed) == (3, 2, 1, 0)
+    assert focal.best == pytest.approx(0.80) and focal.median == pytest.approx(0.75)
+    ce = rows[("loss", "cross_entropy")]
+    assert (ce.trials, ce.completed, ce.pruned, ce.failed, ce.best) == (2, 1, 0, 1, pytest.approx(0.75))
+    on, off = rows[("addons/mhsa", "on")], rows[("addons/mhsa", "off")]
+    assert (on.trials, on.completed, on.best) == (3, 1, pytest.approx(0.80))
+    assert (off.trials, off.completed, off.median) == (2, 2, pytest.approx(0.725))
+    assert rows[("encoder", "textcnn")].trials == 5 and rows[("batch_size", "32")].trials == 5
+    text = format_table(list(rows.values()))
+    assert "loss" in text and "focal" in text and "0.8000" in text
+
+
+def test_html_report_has_every_plot_and_the_table(tmp_path: Path) -> None:
+    studies = [make_study(tmp_path / "r.db", "one"), make_study(tmp_path / "r.db", "two")]
+    page = write_report(studies, tmp_path / "out").read_text()
+    assert page.count("* plotly.js v") == 1  # plotly.js inlined once: the page needs no network
+    for title in ("Optimization histories, overlaid", "one: optimization history", "one: learning curves", "one: parallel coordinates", "two: strategy table"):
+        assert title in page
+    assert "<table class='strategy'>" in page and "cross_entropy" in page
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
+def test_report_cli_table_and_errors(tmp_path: Path) -> None:
+    make_study(tmp_path / "r.db")
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    table = run_cli("report", "table", "--storage", storage, "--table", cwd=tmp_path)
+    assert table.returncode == 0 and "focal" in table.stdout and "mhsa" in table.stdout
+    assert run_cli("report", "table", "--storage", storage, cwd=tmp_path).returncode == 2
+    unknown = run_cli("report", "nope", "--storage", storage, "--table", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no study named 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_dashboard_serves_the_study_on_loopback(tmp_path: Path) -> None:
+    make_study(tmp_path / "r.db")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "dashboard", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        body = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and body is None:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "the dashboard did not answer"
+        assert '"study_name": "table"' in body
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

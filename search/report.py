@@ -128,10 +128,10 @@ def write_report(studies: Sequence[optuna.Study], out_dir: str | Path) -> Path:
     for study in studies:
         metric = study.user_attrs.get("metric", "objective")
         sections.append(f"<h2>Study {html.escape(study.study_name)} ({html.escape(metric)}, {study.direction.name.lower()})</h2>")
-        figure(f"{study.study_name}: optimization history", lambda s=study: vis.plot_optimization_history(s, target_name=metric))
+        figure(f"{study.study_name}: optimization history", lambda s=study, m=metric: vis.plot_optimization_history(s, target_name=m))
         figure(f"{study.study_name}: learning curves (intermediate values, pruned trials included)", lambda s=study: vis.plot_intermediate_values(s))
-        figure(f"{study.study_name}: parameter importances", lambda s=study: vis.plot_param_importances(s, target_name=metric))
-        figure(f"{study.study_name}: parallel coordinates", lambda s=study: vis.plot_parallel_coordinate(s, target_name=metric))
+        figure(f"{study.study_name}: parameter importances", lambda s=study, m=metric: vis.plot_param_importances(s, target_name=m))
+        figure(f"{study.study_name}: parallel coordinates", lambda s=study, m=metric: vis.plot_parallel_coordinate(s, target_name=m))
         sections.append(f"<h3>{html.escape(study.study_name)}: strategy table</h3>" + _table_html(strategy_table(study)))
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>search report</title>"

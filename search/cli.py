@@ -58,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR", help="write DIR/report.html (self-contained, plotly)")
     report.add_argument("--table", action="store_true", help="print the strategy table in the terminal")
 
+    export = commands.add_parser("export", help="best configs for `search train` (yaml, json) or Hugging Face (hf)")
+    export.add_argument("study_name", metavar="STUDY_NAME")
+    export.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=1, help="the K best COMPLETE trials (default 1)")
+    which.add_argument("--trial", type=int, help="this trial number")
+    export.add_argument("--format", choices=("yaml", "json", "hf"), default="yaml")
+    export.add_argument("--out", metavar="FILE", help="write here instead of printing")
+
+    train = commands.add_parser("train", help="train an exported config to completion, outside any search")
+    train.add_argument("config_file", metavar="CONFIG.yaml")
+    train.add_argument("--out", default="trained", metavar="DIR", help="model.pt, vocab.json, metrics.json, config.yaml (default: ./trained)")
+    train.add_argument("--data-root", help="folder with local copies of datasets (default: $SEARCH_DATA_ROOT)")
+    train.add_argument("--max-epochs", type=int, help="epochs (default: the study's max_epochs)")
+
     dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
     dashboard.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
     dashboard.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only)")
@@ -78,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.storage or _default_storage())
         if args.command == "report":
             return _report(args.study_names, args.storage or _default_storage(), args.out, args.table)
+        if args.command == "export":
+            return _export(args.study_name, args.storage or _default_storage(), args.top, args.trial, args.format, args.out)
+        if args.command == "train":
+            return _train(args.config_file, args.out, args.data_root, args.max_epochs)
         if args.command == "dashboard":
             return _dashboard(args.storage or _default_storage(), args.host, args.port)
         return _best(args.study_name, args.storage or _default_storage(), args.as_study)
@@ -272,6 +291,69 @@ def _report(names: Sequence[str], storage_url: str, out: str | None, table: bool
     if out:
         print(f"wrote {write_report(studies, out)}")
     return 0
+
+
+def _export(name: str, storage_url: str, top: int, trial_number: int | None, fmt: str, out: str | None) -> int:
+    import json
+
+    from optuna.trial import TrialState
+
+    from search.export import hf_training_arguments, training_document
+
+    (study,) = _load_studies([name], storage_url)
+    trials = study.get_trials(deepcopy=False)
+    if trial_number is not None:
+        chosen = [t for t in trials if t.number == trial_number]
+        if not chosen:
+            raise UserError(f"study {name!r} has no trial {trial_number}; its trials are numbered 0 to {len(trials) - 1}")
+        if "config" not in chosen[0].user_attrs:
+            raise UserError(f"trial {trial_number} of study {name!r} has no recorded config (state {chosen[0].state.name})")
+    else:
+        if top < 1:
+            raise UserError(f"--top {top}: give a number >= 1")
+        completed = [t for t in trials if t.state == TrialState.COMPLETE and "config" in t.user_attrs]
+        if not completed:
+            raise UserError(f"study {name!r} has no COMPLETE trial to export")
+        maximize = study.direction.name == "MAXIMIZE"
+        chosen = sorted(completed, key=lambda t: t.value, reverse=maximize)[:top]
+    documents = [training_document(study, t) for t in chosen]
+    if fmt == "hf":
+        documents = [{"study": d["study"], "trial": d["trial"], **hf_training_arguments(d)} for d in documents]
+    payload = documents[0] if len(documents) == 1 else documents
+    text = json.dumps(payload, indent=2) if fmt != "yaml" else yaml.safe_dump(payload, sort_keys=False)
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        print(f"wrote {out}: trial(s) {', '.join(str(d['trial']) for d in documents)} of study {name!r}")
+    else:
+        print(text)
+    return 0
+
+
+def _train(config_file: str, out: str, data_root: str | None, max_epochs: int | None) -> int:
+    from search.config import StudyFileError
+    from search.train import train_document
+
+    try:
+        document = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StudyFileError(config_file, "", "no such file; give a file written by `search export --format yaml`") from None
+    except yaml.YAMLError as error:
+        raise StudyFileError(config_file, "", f"is not valid YAML or JSON: {str(error).splitlines()[0]}") from None
+    if isinstance(document, list):
+        raise StudyFileError(config_file, "", "holds several trials; export one (--trial N, or --top 1) to train it")
+    if not isinstance(document, dict):
+        raise StudyFileError(config_file, "", "is not an exported training config (a mapping)")
+    if max_epochs is not None and max_epochs < 1:
+        raise UserError(f"--max-epochs {max_epochs}: give a number >= 1")
+    unknown = set(document) - {"study", "trial", "value", "metric", "task", "seed", "max_epochs", "data", "config"}
+    if unknown:
+        raise StudyFileError(config_file, sorted(unknown)[0], "unknown field; accepted: study, trial, value, metric, task, seed, max_epochs, data, config")
+    import datasets
+
+    datasets.disable_progress_bars()
+    result = train_document(document, path=config_file, out_dir=out, data_root=data_root, max_epochs=max_epochs)
+    print(f"wrote {out}/model.pt, vocab.json, metrics.json, config.yaml")
+    return 0 if result else 1
 
 
 def _dashboard(storage_url: str, host: str, port: int) -> int:

@@ -220,5 +220,9 @@ def checkpoint_dir(state: dict[str, Any] | None) -> Iterator[str | None]:
 def load_state(directory: str | None) -> dict[str, Any] | None:
     if directory is None:
         return None
-    path = os.path.join(directory, "state.pt")
-    return torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+    # state.pt: a trial's checkpoint; model.pt: the weights `search train` keeps.
+    for name in ("state.pt", "model.pt"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return torch.load(path, map_location="cpu", weights_only=False)
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -66,6 +67,26 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
     assert retrain.budget.trials == 1 and retrain.name == f"toy-trial{study.best_trial.number}"
     resampled = suggest(optuna.create_study().ask(), retrain.space)
     assert unflatten(resampled) == study.best_trial.user_attrs["config"]
+
+    # `search export` then `search train` reproduces the best trial's dev metric (same seed, one thread).
+    exported = tmp_path / "best.yaml"
+    assert main(["export", "toy", "--storage", f"sqlite:///{db}", "--format", "yaml", "--out", str(exported)]) == 0
+    trained = tmp_path / "trained"
+    assert main(["train", str(exported), "--out", str(trained), "--data-root", str(sentiment_root)]) == 0
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert abs(metrics["dev"]["accuracy"] - study.best_value) <= 0.02
+    assert len(metrics["epochs"]) == 3 and metrics["test"]["accuracy"] > 0.9
+    assert (trained / "model.pt").exists() and json.loads((trained / "vocab.json").read_text())["labels"] == ["neg", "pos"]
+
+    hf_file = tmp_path / "hf.json"
+    assert main(["export", "toy", "--storage", f"sqlite:///{db}", "--format", "hf", "--out", str(hf_file)]) == 0
+    hf = json.loads(hf_file.read_text())
+    assert {"learning_rate", "num_train_epochs", "per_device_train_batch_size", "seed", "weight_decay", "optim", "lr_scheduler_type"} <= set(hf["fields"])
+    best_config = study.best_trial.user_attrs["config"]
+    assert hf["fields"]["learning_rate"] == best_config["optimizer"][best_config["optimizer"]["name"]]["lr"]
+    assert hf["unmapped"]["encoder"]["name"] == best_config["encoder"]["name"]  # never silently dropped
+    if best_config["loss"]["name"] == "focal":
+        assert hf["unmapped"]["loss"]["name"] == "focal"
 
     # Running the same study again with the budget met adds nothing and keeps every trial.
     before = [(t.number, t.state, t.value) for t in study.trials]

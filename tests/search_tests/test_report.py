@@ -110,3 +110,28 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_hf_fields_load_into_training_arguments_where_transformers_is_installed(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers", reason="transformers is not a dependency; install it to check the hf export end to end")
+    from search.export import hf_training_arguments
+
+    document = {"max_epochs": 3, "seed": 0, "config": {
+        "encoder": {"name": "textcnn", "textcnn": {"filters": 64}}, "loss": {"name": "focal", "focal": {"gamma": 2.0}},
+        "regularizers": {"weight_decay": {"enabled": True, "decay": 0.01}}, "optimizer": {"name": "adamw", "adamw": {"lr": 1e-3}},
+        "schedule": {"name": "cosine", "cosine": {"warmup_fraction": 0.1}}, "train": {"batch_size": 32}, "model": {"embedding_dim": 128}}}
+    exported = hf_training_arguments(document)
+    transformers.TrainingArguments(output_dir=str(tmp_path), **exported["fields"])
+    assert exported["unmapped"]["loss"] == {"name": "focal", "gamma": 2.0}
+
+
+def test_export_and_train_refuse_bad_input(tmp_path: Path) -> None:
+    make_study(tmp_path / "r.db")
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    out_of_range = run_cli("export", "table", "--storage", storage, "--trial", "99", cwd=tmp_path)
+    assert out_of_range.returncode == 2 and "no trial 99" in out_of_range.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: text_classification\nmetric: accuracy\nconfig: {}\ndata: {}\nlearning_rate: 3\n")
+    refused = run_cli("train", str(bad), cwd=tmp_path)
+    assert refused.returncode == 2 and "learning_rate" in refused.stderr and "unknown field" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -1,0 +1,81 @@
+"""Best configs out of the Optuna DB, for `search train` and for other trainers.
+
+- `training_document`: everything `search train` needs to reproduce one trial (task, data, seed,
+  epochs, resolved config) — the yaml and json formats.
+- `hf_training_arguments`: Hugging Face `TrainingArguments` fields, with every part of the
+  strategy that has no TrainingArguments equivalent listed under `unmapped`, never dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from spaces import Strategy
+
+# Our optimizer and schedule names -> TrainingArguments' `optim` and `lr_scheduler_type`.
+HF_OPTIMIZERS = {"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd", "adagrad": "adagrad", "rmsprop": "rmsprop"}
+HF_SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine", "plateau": "reduce_lr_on_plateau"}
+
+
+def training_document(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+    recorded = study.user_attrs.get("study", {})
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "value": trial.value,
+        "metric": study.user_attrs.get("metric"),
+        "task": study.user_attrs.get("task", recorded.get("task")),
+        "seed": recorded.get("seed", 0),
+        "max_epochs": study.user_attrs.get("max_epochs", recorded.get("budget", {}).get("max_epochs")),
+        "data": recorded.get("data"),
+        "config": trial.user_attrs["config"],
+    }
+
+
+def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
+    """TrainingArguments fields for one exported trial, plus an explicit `unmapped` section."""
+    strategy = Strategy.from_config(document["config"])
+    optimizer, optimizer_params = strategy.optimizer
+    schedule, schedule_params = strategy.schedule
+    loss, loss_params = strategy.loss
+    fields: dict[str, Any] = {
+        "learning_rate": optimizer_params["lr"],
+        "num_train_epochs": document["max_epochs"],
+        "per_device_train_batch_size": strategy.batch_size,
+        "seed": document["seed"],
+        "weight_decay": strategy.regularizer("weight_decay", "decay"),
+        "max_grad_norm": strategy.regularizer("grad_clip", "max_norm", off=0.0),
+        "label_smoothing_factor": loss_params.get("epsilon", 0.0) if loss == "label_smoothing" else 0.0,
+    }
+    unmapped: dict[str, Any] = {}
+    if optimizer in HF_OPTIMIZERS:
+        fields["optim"] = HF_OPTIMIZERS[optimizer]
+        extra = {k: v for k, v in optimizer_params.items() if k != "lr"}
+        if optimizer == "adam":
+            unmapped["optimizer"] = {"name": "adam", "note": "exported as adamw_torch; weight decay is decoupled for every optimizer here"}
+        elif extra:
+            unmapped["optimizer_params"] = {"name": optimizer, **extra}
+    else:
+        unmapped["optimizer"] = {"name": optimizer, **optimizer_params}
+    if schedule in HF_SCHEDULES:
+        fields["lr_scheduler_type"] = HF_SCHEDULES[schedule]
+        if "warmup_fraction" in schedule_params:
+            fields["warmup_ratio"] = schedule_params["warmup_fraction"]
+        if schedule == "plateau":
+            unmapped["schedule_params"] = {"name": schedule, **schedule_params}
+    else:
+        unmapped["schedule"] = {"name": schedule, **schedule_params}
+    if loss not in ("cross_entropy", "label_smoothing"):
+        unmapped["loss"] = {"name": loss, **loss_params}
+    for family, (name, params) in strategy.choices.items():
+        if family not in ("loss", "optimizer", "schedule"):
+            unmapped[family] = {"name": name, **params}
+    for family, enabled in strategy.toggles.items():
+        rest = {name: params for name, params in enabled.items() if not (family == "regularizers" and name in ("weight_decay", "grad_clip"))}
+        if rest:
+            unmapped[family] = rest
+    unmapped["embedding_dim"] = strategy.embedding_dim
+    return {"fields": fields, "unmapped": unmapped}

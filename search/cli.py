@@ -218,14 +218,9 @@ def _status(storage_url: str) -> int:
 
 
 def _best(study_name: str, storage_url: str, as_study: str | None = None) -> int:
-    import optuna
     from optuna.trial import TrialState
 
-    storage = _open_existing(storage_url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if study_name not in names:
-        raise UserError(f"no study named {study_name!r} in {storage_url}; studies there: {', '.join(names) or 'none'}")
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    (study,) = _load_studies([study_name], storage_url)
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:
         states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
@@ -331,6 +326,7 @@ def _export(name: str, storage_url: str, top: int, trial_number: int | None, fmt
 
 def _train(config_file: str, out: str, data_root: str | None, max_epochs: int | None) -> int:
     from search.config import StudyFileError
+    from search.export import DOCUMENT_FIELDS
     from search.train import train_document
 
     try:
@@ -345,9 +341,9 @@ def _train(config_file: str, out: str, data_root: str | None, max_epochs: int | 
         raise StudyFileError(config_file, "", "is not an exported training config (a mapping)")
     if max_epochs is not None and max_epochs < 1:
         raise UserError(f"--max-epochs {max_epochs}: give a number >= 1")
-    unknown = set(document) - {"study", "trial", "value", "metric", "task", "seed", "max_epochs", "data", "config"}
+    unknown = set(document) - set(DOCUMENT_FIELDS)
     if unknown:
-        raise StudyFileError(config_file, sorted(unknown)[0], "unknown field; accepted: study, trial, value, metric, task, seed, max_epochs, data, config")
+        raise StudyFileError(config_file, sorted(unknown)[0], f"unknown field; accepted: {', '.join(DOCUMENT_FIELDS)}")
     import datasets
 
     datasets.disable_progress_bars()

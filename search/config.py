@@ -235,6 +235,13 @@ def _ner_data_spec(reader: _Reader) -> NerDataSpec:
 DATA_SECTIONS = {"text_classification": _text_data_spec, "ner": _ner_data_spec}
 
 
+def parse_data_section(task_name: str, data: Mapping[str, Any], path: str) -> TextDataSpec | NerDataSpec:
+    """A task's `data:` section (from a study file or an exported config) as its data spec."""
+    if not isinstance(data, Mapping):
+        raise StudyFileError(path, "data", f"expected a mapping, got {data!r}")
+    return DATA_SECTIONS[task_name](_Reader(path, data, "data."))
+
+
 def _check_split_names(reader: _Reader, key: str, mapping: Mapping[str, str]) -> None:
     for split in mapping:
         if split not in SPLITS:
@@ -302,7 +309,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         name=top.string("name", default_name),
         task=task_name,
         seed=top.integer("seed", 0, minimum=0),
-        data=DATA_SECTIONS[task_name](top.section("data")),
+        data=parse_data_section(task_name, top.section("data").data, path),
         metric=metric,
         direction=direction,
         budget=budget,

@@ -20,6 +20,10 @@ HF_OPTIMIZERS = {"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd", "a
 HF_SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine", "plateau": "reduce_lr_on_plateau"}
 
 
+# The fields of an exported training config (yaml/json), as `search train` reads them.
+DOCUMENT_FIELDS = ("study", "trial", "value", "metric", "task", "seed", "max_epochs", "data", "config")
+
+
 def training_document(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
     recorded = study.user_attrs.get("study", {})
     return {

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from search.config import DATA_SECTIONS, StudyFileError, _Reader
+from search.config import StudyFileError, parse_data_section
 from search.tasks import TASKS, get_task
 from trainables._loop import TrialSettings
 
@@ -41,7 +41,7 @@ def train_document(
     epochs = max_epochs or document.get("max_epochs")
     if not isinstance(epochs, int) or epochs < 1:
         raise StudyFileError(path, "max_epochs", f"{epochs!r} is not a positive integer; set it in the file or pass --max-epochs")
-    spec = DATA_SECTIONS[task.name](_Reader(path, document["data"], "data."))
+    spec = parse_data_section(task.name, document["data"], path)
     data = task.load_data(spec, data_root, document.get("seed", 0))
     log(f"data: {data.source}")
 

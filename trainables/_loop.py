@@ -186,6 +186,14 @@ def report_epoch(
         report(metrics, directory)
 
 
+def start_trial(settings: TrialSettings, report: Reporter | None) -> tuple[Reporter, bool]:
+    """Threads and seeds for a trial; without `report` it runs under Tune (reports and resumes there).
+    Returns the reporter and whether the trial runs under Tune."""
+    torch.set_num_threads(settings.threads)
+    seed_everything(settings.seed)
+    return (report, False) if report is not None else (ray_reporter(), True)
+
+
 def ray_reporter() -> Reporter:
     from ray import tune
 

@@ -108,10 +108,7 @@ def train_ner(
     Without `report` it runs as a Ray Tune trial: reports go to Tune, and it resumes from the
     checkpoint Tune hands it, if any.
     """
-    in_tune = report is None
-    report = report or _loop.ray_reporter()
-    torch.set_num_threads(settings.threads)
-    _loop.seed_everything(settings.seed)
+    report, in_tune = _loop.start_trial(settings, report)
     strategy, model, loss_fn, device, precision = _build(config, data, settings)
     steps_per_epoch = math.ceil(len(data.train) / strategy.batch_size)
     optimization = _loop.Optimization(strategy, model, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode))

@@ -59,6 +59,16 @@ def evaluate(model: nn.Module, split: EncodedSplit, device: torch.device, precis
     }
 
 
+def _build(config: dict[str, Any], data: TextClassificationData, settings: _loop.TrialSettings) -> tuple[Strategy, nn.Module, nn.Module, torch.device, _loop.Precision]:
+    strategy = Strategy.from_config(config)
+    device = _loop.pick_device()
+    precision = _loop.Precision(device, settings.mixed_precision)
+    model = build_text_classifier(strategy, len(data.vocab), len(data.labels)).to(device)
+    loss_name, loss_params = strategy.loss
+    loss_fn = LOSSES[loss_name].build(len(data.labels), **loss_params).to(device)
+    return strategy, model, loss_fn, device, precision
+
+
 def train_text_classification(
     config: dict[str, Any],
     data: TextClassificationData,
@@ -70,17 +80,8 @@ def train_text_classification(
     Without `report` it runs as a Ray Tune trial: reports go to Tune, and it resumes from the
     checkpoint Tune hands it, if any.
     """
-    in_tune = report is None
-    report = report or _loop.ray_reporter()
-    torch.set_num_threads(settings.threads)
-    _loop.seed_everything(settings.seed)
-    strategy = Strategy.from_config(config)
-    device = _loop.pick_device()
-    precision = _loop.Precision(device, settings.mixed_precision)
-
-    model = build_text_classifier(strategy, len(data.vocab), len(data.labels)).to(device)
-    loss_name, loss_params = strategy.loss
-    loss_fn = LOSSES[loss_name].build(len(data.labels), **loss_params).to(device)
+    report, in_tune = _loop.start_trial(settings, report)
+    strategy, model, loss_fn, device, precision = _build(config, data, settings)
     steps_per_epoch = math.ceil(len(data.train) / strategy.batch_size)
     optimization = _loop.Optimization(strategy, model, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode))
     rng = np.random.default_rng(settings.seed)
@@ -120,11 +121,9 @@ def train_text_classification(
 
 def evaluate_checkpoint(config: dict[str, Any], data: TextClassificationData, settings: _loop.TrialSettings, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
     """Scores a trial's saved model on a split (the test split for the best trial)."""
-    strategy = Strategy.from_config(config)
-    device = _loop.pick_device()
-    model = build_text_classifier(strategy, len(data.vocab), len(data.labels)).to(device)
+    _, model, _, device, precision = _build(config, data, settings)
     state = _loop.load_state(checkpoint_dir)
     if state is None:
         raise FileNotFoundError(f"no model state in {checkpoint_dir}")
     model.load_state_dict(state["model"])
-    return evaluate(model, getattr(data, split), device, _loop.Precision(device, settings.mixed_precision))
+    return evaluate(model, getattr(data, split), device, precision)

@@ -46,13 +46,18 @@ class TextClassifier(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-def build_text_classifier(strategy: Strategy, vocab_size: int, num_classes: int) -> TextClassifier:
-    dropout = strategy.regularizer("dropout", "p")
-    embedding = nn.Embedding(vocab_size, strategy.embedding_dim, padding_idx=0)
-    # Kim (2014)'s init for randomly initialised word vectors; N(0, 1) is large for 300-d inputs.
+def random_word_embedding(num_words: int, dim: int) -> nn.Embedding:
+    """Word vectors trained from scratch, with Kim (2014)'s init (N(0, 1) is large for 300-d); row 0 is padding."""
+    embedding = nn.Embedding(num_words, dim, padding_idx=0)
     with torch.no_grad():
         embedding.weight.uniform_(-0.25, 0.25)
         embedding.weight[0].zero_()
+    return embedding
+
+
+def build_text_classifier(strategy: Strategy, vocab_size: int, num_classes: int) -> TextClassifier:
+    dropout = strategy.regularizer("dropout", "p")
+    embedding = random_word_embedding(vocab_size, strategy.embedding_dim)
     encoder_name, encoder_params = strategy.encoder
     encoder = ENCODERS[encoder_name].build(strategy.embedding_dim, dropout=dropout, **encoder_params)
     # Registry order, not sampling order, so a given set of add-ons always builds the same model.

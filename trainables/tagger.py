@@ -17,7 +17,7 @@ from spaces.addons import ADDONS
 from spaces.char_encoders import CHAR_ENCODERS
 from spaces.encoders import ENCODERS
 from trainables.crf import CRF, transition_constraints
-from trainables.models import TokenDropout
+from trainables.models import TokenDropout, random_word_embedding
 
 
 class Tagger(nn.Module):
@@ -63,10 +63,7 @@ class Tagger(nn.Module):
 
 def build_tagger(strategy: Strategy, num_words: int, num_chars: int, tags: Sequence[str], scheme: str) -> Tagger:
     dropout = strategy.regularizer("dropout", "p")
-    word_embedding = nn.Embedding(num_words, strategy.embedding_dim, padding_idx=0)
-    with torch.no_grad():  # the uniform init used for random word vectors (see models.py)
-        word_embedding.weight.uniform_(-0.25, 0.25)
-        word_embedding.weight[0].zero_()
+    word_embedding = random_word_embedding(num_words, strategy.embedding_dim)
     char_name, char_params = strategy.choice("char_encoder")
     char_encoder = CHAR_ENCODERS[char_name].build(num_chars, **char_params) if char_name != "none" else None
     input_dim = strategy.embedding_dim + (char_encoder.output_dim if char_encoder is not None else 0)

@@ -101,7 +101,7 @@ class RecordingOptunaSearch(OptunaSearch):
         epochs = int(result[TRAINING_ITERATION])
         value = result.get(self.metric)
         ot_trial.set_user_attr("epochs_trained", epochs)
-        ot_trial.set_user_attr("wall_time_s", round(float(result.get("time_total_s", 0.0)), 3))
+        ot_trial.set_user_attr("wall_time_s", float(result.get("time_total_s", 0.0)))
         ot_trial.set_user_attr("metrics", {
             k: v for k, v in result.items()
             if k not in _NOT_METRICS and not k.startswith("config/")

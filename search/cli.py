@@ -40,9 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, help="total number of finished trials wanted")
     run.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped")
     run.add_argument("--concurrency", type=int, help="trials running at once")
-    run.add_argument("--data-root", help="folder with local copies of datasets (default: $SEARCH_DATA_ROOT)")
-    run.add_argument("--results-dir", default="ray_results", help="where Ray keeps trial folders and checkpoints (default: ./ray_results)")
-    run.add_argument("--quiet", action="store_true", help="no progress table, only the summary")
+    _add_run_flags(run)
+
+    resume = commands.add_parser(
+        "resume", help="continue a study from the DB alone (its study file is recorded there); same as `run` with its file",
+    )
+    resume.add_argument("study_name", metavar="STUDY_NAME")
+    resume.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
+    resume.add_argument("--trials", type=int, help="total number of finished trials wanted (default: the study's)")
+    resume.add_argument("--concurrency", type=int, help="trials running at once")
+    _add_run_flags(resume)
 
     status = commands.add_parser("status", help="studies in the DB with their trial counts by state")
     status.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
@@ -80,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--data-root", help="folder with local copies of datasets (default: $SEARCH_DATA_ROOT)")
+    command.add_argument(
+        "--storage-path", "--results-dir", dest="storage_path",
+        help="where Ray keeps trial folders and checkpoints; on a cluster a path every node reaches "
+        "(shared mount or s3://...) (default: the study's storage_path, else ./ray_results)",
+    )
+    command.add_argument(
+        "--address", default=os.environ.get("SEARCH_RAY_ADDRESS"),
+        help="run on an existing Ray cluster: auto, HOST:PORT (the head's GCS port) or ray://HOST:PORT "
+        "(default: $SEARCH_RAY_ADDRESS, else a local Ray started for this run)",
+    )
+    command.add_argument("--quiet", action="store_true", help="no progress table, only the summary")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -89,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "resume":
+            return _resume(args)
         if args.command == "status":
             return _status(args.storage or _default_storage())
         if args.command == "report":
@@ -119,24 +143,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from search.config import apply_overrides, load_study_file
+
+    config = load_study_file(args.study_file)
+    config = apply_overrides(
+        config, storage=args.storage, study_name=args.study_name, trials=args.trials,
+        max_epochs=args.max_epochs, concurrency=args.concurrency, storage_path=args.storage_path,
+    )
+    return _search(config, args)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """The study file recorded in the study (user attribute `study`) with the DB's URL and name."""
     import optuna
 
-    from search.config import apply_overrides, load_study_file
-    from search.engine import run_search
+    from search.config import apply_overrides, parse_study
+
+    storage_url = args.storage or _default_storage()
+    study = _load_studies([args.study_name], storage_url)[0]
+    recorded = study.user_attrs.get("study")
+    if not isinstance(recorded, dict):
+        raise UserError(f"study {args.study_name!r} has no recorded study file (it was not created by `search run`); resume it with `search run STUDY.yaml --study-name {args.study_name}`")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = parse_study(recorded, f"study {args.study_name!r} (recorded study file)", default_name=args.study_name)
+    config = apply_overrides(
+        config, storage=storage_url, study_name=args.study_name, trials=args.trials,
+        concurrency=args.concurrency, storage_path=args.storage_path,
+    )
+    return _search(config, args)
+
+
+def _search(config: object, args: argparse.Namespace) -> int:
+    import optuna
+
+    from search.engine import display_url, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import datasets
 
     datasets.disable_progress_bars()  # the engine prints one line before and after loading
 
-    config = load_study_file(args.study_file)
-    config = apply_overrides(
-        config, storage=args.storage, study_name=args.study_name, trials=args.trials,
-        max_epochs=args.max_epochs, concurrency=args.concurrency,
-    )
-    budget = config.budget
+    budget = config.budget  # type: ignore[attr-defined]
     print(
-        f"search: study {config.name!r} ({config.task}, {config.metric}, {config.direction}) in {config.storage}\n"
+        f"search: study {config.name!r} ({config.task}, {config.metric}, {config.direction}) in {display_url(config.storage)}\n"
         f"  budget: {budget.trials} trials, up to {budget.max_epochs} epochs, {budget.concurrency} at a time, "
         f"{budget.cpus_per_trial:g} CPU + {budget.gpus_per_trial:g} GPU each; "
         f"ASHA grace {config.asha.grace_period}, reduction {config.asha.reduction_factor:g}\n"
@@ -144,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         flush=True,
     )
     summary = run_search(
-        config, data_root=args.data_root, results_dir=args.results_dir,
+        config, data_root=args.data_root, storage_path=args.storage_path, address=args.address,
         verbose=0 if args.quiet else 1, log=lambda line: print(f"  {line}", flush=True),
     )
     minutes, seconds = divmod(int(summary.wall_seconds), 60)
@@ -158,7 +207,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print("  best: no trial completed all its epochs yet")
     if summary.interrupted:
-        print("  interrupted: trials cut off are recorded as FAIL; run the same command again to continue the study")
+        print(f"  interrupted: trials cut off are recorded as FAIL and re-queued with their last checkpoint; "
+              f"`search resume {summary.study_name}` (or the same command) continues the study")
     storage_flag = f" --storage {summary.storage}" if summary.storage != _default_storage() else ""
     print(f"  next: search best {summary.study_name}{storage_flag}")
     print(f"        optuna-dashboard {summary.storage}")

@@ -38,6 +38,9 @@ class Budget:
     concurrency: int
     cpus_per_trial: float
     gpus_per_trial: float
+    # Ray restarts a trial from its last checkpoint this many times when its worker or node is
+    # lost. Errors raised by the training code itself are not retried (they would recur).
+    max_failures: int = 2
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class StudyConfig:
     space: Space
     raw_space: Mapping[str, Any]
     raw: Mapping[str, Any]  # the study file as read, recorded in the study (see `fixed_study`)
+    # Where Ray keeps trial folders and checkpoints: on a cluster, a path every node reaches
+    # (NFS mount, s3://...). None: ./ray_results.
+    storage_path: str | None = None
 
     @property
     def mode(self) -> str:
@@ -70,7 +76,7 @@ class StudyConfig:
         return get_task(self.task)
 
 
-TOP_LEVEL = ("name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "space")
+TOP_LEVEL = ("name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "storage_path", "space")
 
 
 class _Reader:
@@ -277,7 +283,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         raise top.fail("direction", f"{direction!r} contradicts the metric: {metric} is to {natural}")
 
     budget_reader = top.section("budget")
-    budget_reader.check_keys(("trials", "max_epochs", "concurrency", "resources"))
+    budget_reader.check_keys(("trials", "max_epochs", "concurrency", "resources", "max_failures"))
     resources = budget_reader.section("resources", required=False) or _Reader(path, {}, "budget.resources.")
     resources.check_keys(("cpu", "gpu"))
     gpus = resources.number("gpu", 0, minimum=0.0)
@@ -289,6 +295,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         concurrency=budget_reader.integer("concurrency", 1, minimum=1),
         cpus_per_trial=resources.number("cpu", 1, minimum=0.0, exclusive=True),
         gpus_per_trial=gpus,
+        max_failures=budget_reader.integer("max_failures", 2, minimum=0),
     )
 
     asha_reader = top.section("asha", required=False) or _Reader(path, {}, "asha.")
@@ -318,6 +325,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         space=space,
         raw_space=dict(space_spec),
         raw=dict(raw),
+        storage_path=top.optional_string("storage_path"),
     )
     return check_consistency(config)
 
@@ -360,6 +368,7 @@ def apply_overrides(
     trials: int | None = None,
     max_epochs: int | None = None,
     concurrency: int | None = None,
+    storage_path: str | None = None,
 ) -> StudyConfig:
     """Command-line flags override the study file; they are validated the same way."""
     flags = {"--trials": trials, "--max-epochs": max_epochs, "--concurrency": concurrency}
@@ -383,6 +392,7 @@ def apply_overrides(
         name=study_name or config.name,
         budget=budget,
         asha=asha,
+        storage_path=storage_path or config.storage_path,
     ))
 
 

@@ -6,9 +6,12 @@ or touched, so that a bad input leaves the database as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import socket
 import time
+import traceback
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search import recovery
 from search.config import StudyConfig
 from spaces import Strategy, categorical_choices, suggest
 from trainables._loop import TrialSettings
@@ -46,14 +50,33 @@ class SearchSummary:
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage; SQLite waits for a busy database instead of failing at once."""
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 60}
+    """Optuna's RDB storage.
+
+    SQLite: writers wait up to 60 s for a busy database instead of failing at once, and the file
+    is put in WAL mode so that readers (the dashboard, `search status`) never block the search's
+    writes. Servers (PostgreSQL, MySQL): connections are checked before use, so that a search
+    outlives a database restart or an idle-connection timeout.
+    """
+    sqlite = url.startswith("sqlite")
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        if sqlite and not url.rstrip("/").endswith(":memory:"):
+            with storage.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return storage
     except Exception as error:  # sqlalchemy / driver errors: report them in one line
-        raise SearchError(f"cannot open the storage {url!r}: {type(error).__name__}: {_first_line(error)}") from None
+        raise SearchError(f"cannot open the storage {display_url(url)}: {type(error).__name__}: {_first_line(error)}") from None
+
+
+def display_url(url: str) -> str:
+    """The storage URL with its password masked, for messages and logs."""
+    try:
+        import sqlalchemy
+
+        return repr(sqlalchemy.engine.make_url(url).render_as_string(hide_password=True))
+    except Exception:
+        return repr(url)
 
 
 def _first_line(error: BaseException) -> str:
@@ -70,14 +93,14 @@ def prepare_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -> 
     if existing is not None:
         if existing.direction.name.lower() != config.direction:
             raise SearchError(
-                f"study {config.name!r} already exists in {config.storage} with direction "
+                f"study {config.name!r} already exists in {display_url(config.storage)} with direction "
                 f"{existing.direction.name.lower()}, but this run asks to {config.direction}; "
                 "use another --study-name"
             )
         recorded = existing.user_attrs.get("metric")
         if recorded and recorded != config.metric:
             raise SearchError(
-                f"study {config.name!r} already exists in {config.storage} with metric {recorded!r}, "
+                f"study {config.name!r} already exists in {display_url(config.storage)} with metric {recorded!r}, "
                 f"but this run reports {config.metric!r}; use another --study-name"
             )
         _check_space_compatible(existing, config)
@@ -102,7 +125,7 @@ def _check_space_compatible(study: optuna.Study, config: StudyConfig) -> None:
             recorded = tuple(getattr(distribution, "choices", ()))
             if not isinstance(distribution, optuna.distributions.CategoricalDistribution) or recorded != wanted[name]:
                 raise SearchError(
-                    f"study {config.name!r} in {config.storage} searched {name} over {list(recorded) or distribution}, "
+                    f"study {config.name!r} in {display_url(config.storage)} searched {name} over {list(recorded) or distribution}, "
                     f"but {config.path} now asks for {list(wanted[name])}; Optuna cannot change a categorical's "
                     "choices within a study: restore the earlier choices or use another --study-name"
                 )
@@ -132,15 +155,23 @@ def run_search(
     config: StudyConfig,
     *,
     data_root: str | os.PathLike | None = None,
-    results_dir: str | os.PathLike | None = None,
+    storage_path: str | os.PathLike | None = None,
+    address: str | None = None,
     ray_temp_dir: str | os.PathLike | None = None,
     trainable: Callable[..., None] | None = None,
     verbose: int = 1,
     log: Callable[[str], None] = print,
 ) -> SearchSummary:
-    """Runs (or continues) the study described by `config` and returns what the DB holds after."""
+    """Runs (or continues) the study described by `config` and returns what the DB holds after.
+
+    `address`: an existing Ray cluster (`auto`, `HOST:PORT` or `ray://HOST:PORT`); None starts a
+    local Ray. `storage_path` (else the study's `storage_path`, else ./ray_results): where trial
+    folders and checkpoints go; on a cluster, a path every node reaches.
+    """
     started = time.perf_counter()
     task = config.get_task()
+    if address:
+        check_ray_address(address)
 
     # 1) data and storage first: nothing is written before both are known to be good.
     log(f"data: loading {config.data.name} ...")
@@ -158,10 +189,16 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler
 
     from search.progress import ProgressPrinter
-    from search.searcher import FailureRecorder, RecordingOptunaSearch
+    from search.searcher import RecordingOptunaSearch, TrialRecorder
 
     owns_ray = not ray.is_initialized()
-    if owns_ray:
+    if owns_ray and address:
+        try:
+            ray.init(address=address, log_to_driver=verbose >= 2, configure_logging=False)
+        except Exception as error:  # ConnectionError, version mismatch, ...: one line, no traceback
+            raise SearchError(f"cannot join the Ray cluster at {address!r}: {type(error).__name__}: {_first_line(error)}") from None
+        log(f"ray: joined the cluster at {address} ({_describe_cluster(ray.cluster_resources())})")
+    elif owns_ray:
         ray.init(
             include_dashboard=False, log_to_driver=verbose >= 2, configure_logging=False,
             _temp_dir=str(Path(ray_temp_dir).resolve()) if ray_temp_dir else None,
@@ -173,7 +210,8 @@ def run_search(
 
         # 3) The study: created, or reopened after checking it is the same kind of search.
         study = prepare_study(storage, config)
-        finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+        recovery.reconcile_orphans(study, log)
+        finished = sum(1 for t in study.get_trials(deepcopy=False) if recovery.counts_toward_budget(t))
         remaining = config.budget.trials - finished
         if remaining <= 0:
             log(f"study {config.name!r} already has {finished} finished trials (budget {config.budget.trials}); nothing to run")
@@ -194,14 +232,15 @@ def run_search(
             seed=config.seed, threads=max(1, int(config.budget.cpus_per_trial)),
         )
         progress = [ProgressPrinter(config.metric, config.mode, config.budget.max_epochs, remaining, searcher.trial_number, log)] if verbose else []
-        runnable = tune.with_parameters(trainable or task.trainable, data=data, settings=settings)
+        runnable = tune.with_parameters(guard_trial(trainable or task.trainable), data=data, settings=settings)
         runnable = tune.with_resources(runnable, resources)
         tuner = tune.Tuner(
             runnable,
             tune_config=tune.TuneConfig(
                 metric=config.metric, mode=config.mode, search_alg=searcher,
                 scheduler=ASHAScheduler(
-                    time_attr="training_iteration", max_t=config.budget.max_epochs,
+                    # epochs, not Ray iterations: a re-queued trial resumes at epoch k + 1
+                    time_attr="epoch", max_t=config.budget.max_epochs,
                     grace_period=config.asha.grace_period, reduction_factor=config.asha.reduction_factor,
                 ),
                 num_samples=remaining,
@@ -213,10 +252,12 @@ def run_search(
             ),
             run_config=tune.RunConfig(
                 name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(Path(results_dir or "ray_results").resolve()),
-                callbacks=[FailureRecorder(searcher), *progress],
+                storage_path=_storage_path(storage_path or config.storage_path),
+                callbacks=[TrialRecorder(searcher), *progress],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=0),
+                # Retries lost workers/nodes from the last checkpoint; the trial's own errors are
+                # caught by `guard_trial` and never retried.
+                failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
                 verbose=0,  # progress comes from ProgressPrinter, one line per event
             ),
         )
@@ -260,6 +301,77 @@ def _score_best_on_test(config: StudyConfig, task: Any, storage: Any, data: Any,
     study.set_user_attr("best_trial_test", {"trial": best.number, **metrics})
     log(f"test: best trial {best.number} scores {config.metric} {metrics[config.metric]:.4f} on the test split")
     return metrics
+
+
+def guard_trial(trainable: Callable[..., None]) -> Callable[..., None]:
+    """The task's trainable as Ray runs it.
+
+    An exception in the training code (a bug, a NaN loss, CUDA out of memory) ends the trial with
+    a last result that carries the error, instead of reaching Ray as a crash: Ray would retry it
+    (`max_failures` is for lost workers) and it would fail the same way again. The searcher then
+    records the trial FAIL with the error. A re-queued trial's checkpoint arrives in the config
+    and is handed to the loop as `settings.resume_from`.
+    """
+    from search.searcher import RESUME_FROM_KEY
+
+    def trial(config: dict[str, Any], data: Any, settings: TrialSettings) -> None:
+        from ray import tune
+
+        config = dict(config)
+        resume_from = config.pop(RESUME_FROM_KEY, None)
+        if resume_from:
+            settings = dataclasses.replace(settings, resume_from=resume_from)
+        try:
+            trainable(config, data=data, settings=settings)
+        except Exception as error:
+            summary = (f"{type(error).__name__}: {error}".strip().splitlines() or [type(error).__name__])[0][:1000]
+            tail = traceback.format_exc()[-4000:]
+            del error  # frees the failed step's tensors before the next trial reuses this worker
+            _release_accelerator_memory()
+            tune.report({settings.metric: float("nan"), "trial_error": summary, "trial_traceback": tail})
+
+    trial.__name__ = trial.__qualname__ = getattr(trainable, "__name__", "trial")
+    return trial
+
+
+def _release_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def check_ray_address(address: str) -> None:
+    """Fails fast, before anything runs, when a HOST:PORT Ray address does not answer (Ray itself
+    would retry for a minute or more). `auto` and `ray://` addresses are left to `ray.init`."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SearchError(f"--address {address!r}: expected auto, HOST:PORT (the head's GCS port, 6379 by default) or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as error:
+        raise SearchError(
+            f"the Ray cluster at {address!r} does not answer ({error.strerror or error}); start its head with "
+            f"`ray start --head --port={port}` or give the address `ray start --head` printed"
+        ) from None
+
+
+def _describe_cluster(resources: dict[str, float]) -> str:
+    parts = [f"{resources.get('CPU', 0):g} CPUs"]
+    if resources.get("GPU"):
+        parts.append(f"{resources['GPU']:g} GPUs")
+    return ", ".join(parts)
+
+
+def _storage_path(path: str | os.PathLike | None) -> str:
+    text = str(path or "ray_results")
+    return text if "://" in text else str(Path(text).resolve())
 
 
 def _trial_resources(config: StudyConfig, cluster: dict[str, float]) -> tuple[dict[str, float], list[str]]:

@@ -13,6 +13,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import TRAINING_ITERATION
 
+from search.searcher import result_epoch
 from spaces import Strategy
 
 
@@ -51,18 +52,25 @@ class ProgressPrinter(Callback):
         self._line(trial, f"started   {strategy}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "trial_error" in result:
+            return  # reported when the trial completes
         value = result.get(self._metric)
         extra = ""
         if "train_loss" in result:
             extra += f"  train_loss {result['train_loss']:.4f}"
         if "time_this_iter_s" in result:
             extra += f"  ({result['time_this_iter_s']:.1f} s)"
-        self._line(trial, f"epoch {result[TRAINING_ITERATION]:<3} {self._metric} {_fmt(value)}{extra}")
+        self._line(trial, f"epoch {result_epoch(result):<3} {self._metric} {_fmt(value)}{extra}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._running.discard(trial.trial_id)
         result = trial.last_result or {}
-        epochs = result.get(TRAINING_ITERATION, 0)
+        if "trial_error" in result:
+            self._outcomes["failed"] += 1
+            self._line(trial, f"FAILED    {str(result['trial_error'])[:160]}")
+            self._tally()
+            return
+        epochs = result_epoch(result) if TRAINING_ITERATION in result else 0
         value = result.get(self._metric)
         if epochs >= self._max_epochs:
             self._outcomes["complete"] += 1

@@ -9,14 +9,23 @@ last epoch among the intermediate values (Tune does not pass the stopping result
 - a trial that reached `max_epochs` is COMPLETE with its final value;
 - a crashed trial is FAIL, with the error in the user attribute `error` (the failure text comes
   from a Tune callback, which Tune calls right after the searcher);
+- a trial whose trainable caught its own error (`trial_error` in its last result, see
+  `search.engine.guard_trial`) is FAIL with that error: an exception, NaN or out-of-memory is
+  deterministic, so it is not retried (Ray retries only lost workers, from the checkpoint);
 - user attributes: the resolved config, a strategy summary, parameter count, epochs trained,
-  wall time, final metrics, and a one-line `state_reason`.
+  wall time, final metrics, and a one-line `state_reason`; `driver`, `heartbeat` and the last
+  `checkpoint` let a later run resume what a dead driver left (see `search.recovery`).
+
+Steps are epochs (`epoch` in the result), not Ray iterations: a trial resumed from an epoch-k
+checkpoint in a new run starts at Ray iteration 1 but at epoch k + 1.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,6 +35,8 @@ from ray.tune import Callback
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
+from search import recovery
+
 logger = logging.getLogger(__name__)
 
 # Result keys that are Ray's bookkeeping or recorded elsewhere; the rest are the trial's metrics.
@@ -33,7 +44,15 @@ _NOT_METRICS = {
     "epoch", "param_count", "timestamp", "checkpoint_dir_name", "should_checkpoint", "done",
     TRAINING_ITERATION, "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname",
     "node_ip", "time_since_restore", "iterations_since_restore", "config", "experiment_tag",
+    "trial_error", "trial_traceback",
 }
+# Config key through which a re-queued trial learns its checkpoint (the trial wrapper removes it).
+RESUME_FROM_KEY = "_resume_from"
+
+
+def result_epoch(result: Mapping[str, Any]) -> int:
+    """The epoch a result reports (Ray's iteration count for trainables that do not say)."""
+    return int(result.get("epoch", result[TRAINING_ITERATION]))
 
 
 class RecordingOptunaSearch(OptunaSearch):
@@ -48,7 +67,9 @@ class RecordingOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._describe = describe
-        self._last_step: dict[str, int] = {}
+        self._last_step: dict[int, int] = {}  # Optuna trial number -> last epoch recorded
+        self._counted_params: set[int] = set()
+        self._driver = recovery.driver_identity()
         self._failed_awaiting_reason: set[str] = set()
 
     @property
@@ -62,28 +83,70 @@ class RecordingOptunaSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
-        if config is not None:
-            ot_trial = self._ot_trials[trial_id]
-            ot_trial.set_user_attr("ray_trial_id", trial_id)
-            ot_trial.set_user_attr("config", config)
-            for key, value in (self._describe(config) if self._describe else {}).items():
-                ot_trial.set_user_attr(key, value)
+        if config is None:
+            return None
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("ray_trial_id", trial_id)
+        ot_trial.set_user_attr("config", config)
+        ot_trial.set_user_attr("driver", self._driver)
+        ot_trial.set_user_attr("heartbeat", time.time())
+        for key, value in (self._describe(config) if self._describe else {}).items():
+            ot_trial.set_user_attr(key, value)
+        resume_from = self._resume_point(ot_trial)
+        if resume_from is not None:
+            config = {**config, RESUME_FROM_KEY: resume_from}
         return config
+
+    def _resume_point(self, ot_trial: optuna.Trial) -> str | None:
+        """For a re-queued trial with a checkpoint still on disk: carries over its earlier epochs
+        and returns the checkpoint directory."""
+        attrs = ot_trial.user_attrs
+        path = attrs.get(recovery.RESUME_CHECKPOINT)
+        if not path:
+            return None
+        if not os.path.isdir(path):
+            ot_trial.set_user_attr("resume_note", f"checkpoint {path} is gone: trained from the start")
+            return None
+        for step, value in sorted((int(k), v) for k, v in attrs.get(recovery.RESUME_VALUES, {}).items()):
+            ot_trial.report(float(value), step)
+        ot_trial.set_user_attr("resumed_from_epoch", int(attrs[recovery.RESUME_EPOCH]))
+        self._last_step[ot_trial.number] = int(attrs[recovery.RESUME_EPOCH])
+        return path
+
+    def record_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
+        """The trial's latest checkpoint: what a later run resumes it from if this driver dies."""
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._ot_trials[trial_id].set_user_attr("checkpoint", {"path": path, "epoch": epoch})
+
+    def heartbeat(self) -> None:
+        """Tells the DB that this driver still runs its trials."""
+        now = time.time()
+        for trial_id, ot_trial in self._ot_trials.items():
+            if trial_id not in self._completed_trials:
+                ot_trial.set_user_attr("heartbeat", now)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        step = int(result[TRAINING_ITERATION])
-        if self._last_step.get(trial_id) == step:
-            return  # already recorded
-        first = trial_id not in self._last_step
-        self._last_step[trial_id] = step
+        if "trial_error" in result:
+            return  # the trial's own error report, not an epoch
         ot_trial = self._ot_trials[trial_id]
+        step = result_epoch(result)
+        if self._last_step.get(ot_trial.number, 0) >= step:
+            return  # already recorded
+        self._last_step[ot_trial.number] = step
         value = result.get(self.metric)
         if value is not None and math.isfinite(value):
             ot_trial.report(float(value), step)
-        if first and "param_count" in result:
+        if "param_count" in result and ot_trial.number not in self._counted_params:
+            self._counted_params.add(ot_trial.number)
             ot_trial.set_user_attr("param_count", int(result["param_count"]))
+        restored = result.get("iterations_since_restore")
+        if restored is not None and restored < result.get(TRAINING_ITERATION, restored) and restored == 1:
+            # Ray restarted the trial from its checkpoint (a lost worker): say so on the trial.
+            restores = list(ot_trial.user_attrs.get("restored_at_epochs", []))
+            ot_trial.set_user_attr("restored_at_epochs", [*restores, step - 1])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -93,12 +156,15 @@ class RecordingOptunaSearch(OptunaSearch):
             self._failed_awaiting_reason.add(trial_id)
             return
         ot_trial = self._ot_trials[trial_id]
+        if result and "trial_error" in result:
+            self.record_failure(trial_id, str(result["trial_error"]), str(result.get("trial_traceback", "")))
+            return
         if not result or TRAINING_ITERATION not in result:
             self._finish(trial_id, TrialState.FAIL, None, "ended without reporting any epoch")
             return
         # The stopping result never reached on_trial_result: record it as an intermediate value.
         self.on_trial_result(trial_id, result)
-        epochs = int(result[TRAINING_ITERATION])
+        epochs = result_epoch(result)
         value = result.get(self.metric)
         ot_trial.set_user_attr("epochs_trained", epochs)
         ot_trial.set_user_attr("wall_time_s", float(result.get("time_total_s", 0.0)))
@@ -115,7 +181,7 @@ class RecordingOptunaSearch(OptunaSearch):
             self._finish(trial_id, TrialState.PRUNED, None, f"stopped by ASHA after epoch {epochs} of {self._max_epochs}")
 
     def record_failure(self, trial_id: str, error: str, traceback_tail: str = "") -> None:
-        """Called by `FailureRecorder` with the error Tune recorded for a crashed trial."""
+        """Called by `TrialRecorder` with the error Tune recorded for a crashed trial."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
@@ -132,7 +198,10 @@ class RecordingOptunaSearch(OptunaSearch):
             self.record_failure(trial_id, "the trial failed; Ray gave no error text")
         cut_off = [t for t in self._ot_trials if t not in self._completed_trials]
         for trial_id in cut_off:
-            self._finish(trial_id, TrialState.FAIL, None, "interrupted: the search stopped before this trial finished")
+            trial = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
+            if trial.state == TrialState.RUNNING:
+                recovery.fail_and_requeue(self._ot_study, trial, "interrupted: the search stopped before this trial finished; re-queued")
+            self._completed_trials.add(trial_id)
         return len(cut_off)
 
     def _finish(self, trial_id: str, state: TrialState, value: float | None, reason: str) -> None:
@@ -145,15 +214,31 @@ class RecordingOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-class FailureRecorder(Callback):
-    """Hands the error Tune recorded for a crashed trial to the searcher."""
+class TrialRecorder(Callback):
+    """What the searcher cannot see by itself: the error Tune recorded for a crashed trial, each
+    trial's latest checkpoint, and a periodic heartbeat while trials run."""
 
-    def __init__(self, searcher: RecordingOptunaSearch) -> None:
+    def __init__(self, searcher: RecordingOptunaSearch, heartbeat_s: float = recovery.HEARTBEAT_S) -> None:
         self._searcher = searcher
+        self._heartbeat_s = heartbeat_s
+        self._last_beat = time.monotonic()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error, tail = describe_trial_error(trial)
         self._searcher.record_failure(trial.trial_id, error, tail)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        epoch = (trial.last_result or {}).get("epoch")
+        if epoch is not None and getattr(checkpoint, "path", None):
+            self._searcher.record_checkpoint(trial.trial_id, checkpoint.path, int(epoch))
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self._last_beat >= self._heartbeat_s:
+            self._last_beat = time.monotonic()
+            try:
+                self._searcher.heartbeat()
+            except Exception as exc:  # a busy DB must not stop the search; the next beat retries
+                logger.warning("heartbeat not recorded: %s", exc)
 
 
 def describe_trial_error(trial: Any) -> tuple[str, str]:

@@ -33,6 +33,7 @@ class TrialSettings:
     threads: int = 1
     mixed_precision: bool = True  # used on GPU only
     checkpoint: bool = True
+    resume_from: str | None = None  # checkpoint of an interrupted earlier run of this trial
 
 
 def seed_everything(seed: int) -> None:
@@ -161,11 +162,14 @@ class Optimization:
         self.precision.scaler.load_state_dict(state["scaler"])
 
 
-def resume(modules: dict[str, Any], rng: np.random.Generator) -> int:
-    """Loads the checkpoint Tune hands this trial (if any) into `modules` (name -> object with
+def resume(modules: dict[str, Any], rng: np.random.Generator, resume_from: str | None = None) -> int:
+    """Loads the checkpoint Tune hands this trial (a retry after a lost worker), else the one of
+    an interrupted earlier run (`resume_from`), into `modules` (name -> object with
     load_state_dict) and `rng`; returns the first epoch still to train."""
     with ray_checkpoint_dir() as directory:
         state = load_state(directory)
+    if state is None and resume_from:
+        state = load_state(resume_from)
     if state is None:
         return 1
     for name, module in modules.items():

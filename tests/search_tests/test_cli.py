@@ -152,8 +152,14 @@ def test_ctrl_c_leaves_no_trial_running(tmp_path: Path, sentiment_root: Path) ->
     assert process.returncode == 130, output
     assert "interrupted" in output
     states = dict(sqlite3.connect(db).execute("select state, count(*) from trials group by state").fetchall())
-    assert "RUNNING" not in states and "WAITING" not in states, states
+    assert "RUNNING" not in states, states
     study = optuna.load_study(study_name="toy", storage=f"sqlite:///{db}")
-    for trial in study.trials:
-        if trial.state == optuna.trial.TrialState.FAIL:
-            assert trial.user_attrs["state_reason"].startswith("interrupted")
+    cut_off = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert cut_off, states
+    for trial in cut_off:
+        assert trial.user_attrs["state_reason"].startswith("interrupted") and trial.user_attrs["interrupted"] is True
+    # Each cut-off trial is queued again with the same parameters, for the next run to resume.
+    requeued = {t.user_attrs["requeued_from"]: t for t in study.trials if t.state == optuna.trial.TrialState.WAITING}
+    assert sorted(requeued) == sorted(t.number for t in cut_off)
+    for trial in cut_off:
+        assert study.trials[requeued[trial.number].number].system_attrs["fixed_params"] == trial.params

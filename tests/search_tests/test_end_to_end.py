@@ -20,7 +20,7 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
     study_file = tmp_path / "toy.yaml"
     study_file.write_text(toy_study_yaml(f"sqlite:///{db}", trials=6, max_epochs=3, concurrency=2))
 
-    summary = run_search(load_study_file(study_file), data_root=sentiment_root, results_dir=tmp_path / "ray_results", verbose=0, log=lambda _: None)
+    summary = run_search(load_study_file(study_file), data_root=sentiment_root, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
     assert summary.trials_run == 6
 
     # Read back with Optuna alone, as a user would.
@@ -90,7 +90,7 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
 
     # Running the same study again with the budget met adds nothing and keeps every trial.
     before = [(t.number, t.state, t.value) for t in study.trials]
-    again = run_search(load_study_file(study_file), data_root=sentiment_root, results_dir=tmp_path / "ray_results", verbose=0, log=lambda _: None)
+    again = run_search(load_study_file(study_file), data_root=sentiment_root, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
     assert again.trials_run == 0
     after = optuna.load_study(study_name="toy", storage=f"sqlite:///{db}")
     assert [(t.number, t.state, t.value) for t in after.trials] == before

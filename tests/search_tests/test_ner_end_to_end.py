@@ -17,7 +17,7 @@ def test_ner_search_records_dev_f1_curves_and_test_f1(ray_session, tmp_path: Pat
     study_file = tmp_path / "toyner.yaml"
     study_file.write_text(ner_study_yaml(f"sqlite:///{db}", trials=5, max_epochs=3, concurrency=2))
 
-    summary = run_search(load_study_file(study_file), data_root=conll_root, results_dir=tmp_path / "ray_results", verbose=0, log=lambda _: None)
+    summary = run_search(load_study_file(study_file), data_root=conll_root, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
 
     study = optuna.load_study(study_name="toyner", storage=f"sqlite:///{db}")
     assert len(study.trials) == 5

@@ -14,7 +14,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from search.engine import make_sampler, open_storage
-from search.searcher import FailureRecorder, RecordingOptunaSearch
+from search.searcher import RecordingOptunaSearch, TrialRecorder
 
 # Ray workers cannot import this test module by name: ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -57,7 +57,7 @@ def run_scripted(tmp_path: Path, kinds: list[str]) -> optuna.Study:
             max_concurrent_trials=1,  # one at a time: ASHA's decisions are then deterministic
         ),
         run_config=tune.RunConfig(
-            storage_path=str(tmp_path / "ray_results"), callbacks=[FailureRecorder(searcher)], verbose=0,
+            storage_path=str(tmp_path / "ray_results"), callbacks=[TrialRecorder(searcher)], verbose=0,
         ),
     )
     tuner.fit()

@@ -67,12 +67,17 @@ def driver_is_gone(driver: dict[str, Any]) -> bool:
 def orphan_reason(trial: FrozenTrial, now: float | None = None) -> str | None:
     """Why a RUNNING trial has no driver any more, or None while its driver may be alive."""
     driver = trial.user_attrs.get("driver")
+    now = time.time() if now is None else now
     if not isinstance(driver, dict):
-        return None  # not started by this engine: leave it to whoever did
+        # Not signed: another tool's trial, or a driver killed between creating and signing it
+        # (milliseconds). Only the latter is left untouched for long with nothing in it.
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if not trial.params and not trial.intermediate_values and now - started > STALE_AFTER_S:
+            return f"orphaned: created {now - started:.0f} s ago and never sampled"
+        return None
     if driver_is_gone(driver):
         return f"orphaned: its driver (pid {driver.get('pid')} on {driver.get('host')}) is gone"
     heartbeat = trial.user_attrs.get("heartbeat")
-    now = time.time() if now is None else now
     if isinstance(heartbeat, (int, float)) and now - heartbeat > STALE_AFTER_S:
         return f"orphaned: no heartbeat from its driver on {driver.get('host')} for {now - heartbeat:.0f} s"
     return None

@@ -82,14 +82,19 @@ class RecordingOptunaSearch(OptunaSearch):
         return ot_trial.number if ot_trial is not None else None
 
     def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials and callable(self._space):
+            # Ask here rather than in OptunaSearch, to sign the trial before sampling it: a driver
+            # killed while sampling leaves a RUNNING trial that a later run knows is orphaned.
+            ot_trial = self._ot_study.ask()
+            ot_trial.set_user_attr("driver", self._driver)
+            ot_trial.set_user_attr("heartbeat", time.time())
+            self._ot_trials[trial_id] = ot_trial
         config = super().suggest(trial_id)
         if config is None:
             return None
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         ot_trial.set_user_attr("config", config)
-        ot_trial.set_user_attr("driver", self._driver)
-        ot_trial.set_user_attr("heartbeat", time.time())
         for key, value in (self._describe(config) if self._describe else {}).items():
             ot_trial.set_user_attr(key, value)
         resume_from = self._resume_point(ot_trial)

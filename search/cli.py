@@ -403,11 +403,27 @@ def _train(config_file: str, out: str, data_root: str | None, max_epochs: int | 
 
 
 def _dashboard(storage_url: str, host: str, port: int) -> int:
-    from optuna_dashboard import run_server
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from optuna_dashboard import wsgi
+
+    from search.engine import display_url
+
+    class ThreadedServer(ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # one slow request (a large study) does not hold up the others
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # one line per request is noise here
+            pass
 
     storage = _open_existing(storage_url)
-    print(f"optuna-dashboard on http://{host}:{port}/dashboard for {storage_url} (Ctrl-C stops it)", flush=True)
-    run_server(storage, host=host, port=port)
+    try:
+        server = make_server(host, port, wsgi(storage), server_class=ThreadedServer, handler_class=QuietHandler)
+    except OSError as error:
+        raise UserError(f"cannot serve on {host}:{port}: {error.strerror or error}; pick another --port") from None
+    print(f"optuna-dashboard on http://{host}:{port}/dashboard for {display_url(storage_url)} (Ctrl-C stops it)", flush=True)
+    server.serve_forever()
     return 0
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,14 +50,19 @@ def _as_server_user(command: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres_server(directory: str | os.PathLike, *, password: str = "search", database: str = "search") -> Iterator[str]:
-    """Starts a PostgreSQL server with its data in `directory`, listening on 127.0.0.1 only, and
+def postgres_server(*, password: str = "search", database: str = "search") -> Iterator[str]:
+    """Starts a PostgreSQL server in a fresh temporary folder, listening on 127.0.0.1 only, and
     yields a SQLAlchemy URL (`postgresql+psycopg://search:PASSWORD@127.0.0.1:PORT/DATABASE`).
-    The server is stopped (fast shutdown) when the block ends."""
+    The server is stopped (fast shutdown) and its folder removed when the block ends."""
     bin_dir = postgres_bin_dir()
-    root = Path(directory).resolve()
+    # Its own folder in the system temp dir: under root the server runs as `postgres`, which
+    # cannot enter pytest's private (0700) temp folders.
+    with tempfile.TemporaryDirectory(prefix="search-pg-") as folder:
+        yield from _serve(bin_dir, Path(folder), password, database)
+
+
+def _serve(bin_dir: Path, root: Path, password: str, database: str) -> Iterator[str]:
     data = root / "pgdata"
-    root.mkdir(parents=True, exist_ok=True)
     pwfile = root / "pwfile"
     pwfile.write_text(password + "\n")
     if os.geteuid() == 0:

@@ -22,6 +22,19 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server on loopback for the test session (Debian's packages, installed by
+    .ci/run); a SQLAlchemy URL to an empty database."""
+    from search.testing import PostgresUnavailable, postgres_server
+
+    try:
+        with postgres_server() as url:
+            yield url
+    except PostgresUnavailable as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
 def ray_session(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray for the whole test session, with its files in the session's temp folder."""
     import ray

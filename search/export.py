@@ -4,10 +4,14 @@
   epochs, resolved config) — the yaml and json formats.
 - `hf_training_arguments`: Hugging Face `TrainingArguments` fields, with every part of the
   strategy that has no TrainingArguments equivalent listed under `unmapped`, never dropped.
+- `cli_command`: the same training config as flags of `search train` (the cli format).
 """
 
 from __future__ import annotations
 
+import json
+import shlex
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -83,3 +87,48 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
             unmapped[family] = rest
     unmapped["embedding_dim"] = strategy.embedding_dim
     return {"fields": fields, "unmapped": unmapped}
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"loss": {"focal": {"gamma": 2}}}` -> `{"loss/focal/gamma": 2}`: Optuna's parameter names."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def format_value(value: Any) -> str:
+    """A `--set` value that `parse_value` reads back as the same Python value."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value  # a plain name such as `bilstm` stays unquoted
+        return json.dumps(value)  # "32" or "true" as a string: quoted, or it would read as a number
+    return json.dumps(value)  # floats as repr: the exact same double comes back
+
+
+def parse_value(text: str) -> Any:
+    """The inverse of `format_value`: JSON where it parses (numbers, true/false, null, quoted strings), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cli_command(document: Mapping[str, Any]) -> str:
+    """`search train` flags that train `document` (as `training_document` builds it), one flag a line."""
+    head = [
+        "search train", f"--task {shlex.quote(str(document['task']))}", f"--metric {shlex.quote(str(document['metric']))}",
+        f"--seed {int(document['seed'])}", f"--max-epochs {int(document['max_epochs'])}",
+        f"--data {shlex.quote(json.dumps(document['data'], separators=(',', ':')))}",
+    ]
+    sets = [f"--set {shlex.quote(f'{key}={format_value(value)}')}" for key, value in flatten(document["config"]).items()]
+    value = document.get("value")
+    comment = f"# study {document.get('study')!r}, trial {document.get('trial')}" + (
+        f": {document.get('metric')} {value:.4f}" if isinstance(value, (int, float)) else "")
+    return comment + "\n" + " \\\n  ".join([*head, *sets])

@@ -88,28 +88,42 @@ def test_report_cli_table_and_errors(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "no study named 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-def test_dashboard_serves_the_study_on_loopback(tmp_path: Path) -> None:
-    make_study(tmp_path / "r.db")
+def dashboard_study(storage: str, study_name: str, cwd: Path) -> tuple[list[dict], dict]:
+    """Starts `search dashboard` on a free loopback port and returns (its /api/studies list, the
+    study's detail from /api/studies/ID, trials and their user attributes included)."""
+    import json
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "dashboard", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+        [sys.executable, "-m", "search.cli", "dashboard", "--storage", storage, "--port", str(port)],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        body = None
+        studies = None
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and body is None:
+        while time.monotonic() < deadline and studies is None:
             try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read().decode()
+                studies = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=2).read())["study_summaries"]
             except OSError:
                 time.sleep(0.5)
-        assert body is not None, "the dashboard did not answer"
-        assert '"study_name": "table"' in body
+        assert studies is not None, "the dashboard did not answer"
+        (study_id,) = [s["study_id"] for s in studies if s["study_name"] == study_name]
+        detail = json.loads(urllib.request.urlopen(f"{base}/api/studies/{study_id}", timeout=10).read())
+        return studies, detail
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_dashboard_serves_the_study_on_loopback(tmp_path: Path) -> None:
+    make_study(tmp_path / "r.db")
+    studies, detail = dashboard_study(f"sqlite:///{tmp_path / 'r.db'}", "table", tmp_path)
+    assert [s["study_name"] for s in studies] == ["table"]
+    assert [t["state"] for t in detail["trials"]] == ["Complete", "Complete", "Pruned", "Complete", "Fail"]
+    assert all(any(a["key"] == "config" for a in t["user_attrs"]) for t in detail["trials"])
 
 
 def test_hf_fields_load_into_training_arguments_where_transformers_is_installed(tmp_path: Path) -> None:

@@ -149,3 +149,85 @@ def test_export_and_train_refuse_bad_input(tmp_path: Path) -> None:
     refused = run_cli("train", str(bad), cwd=tmp_path)
     assert refused.returncode == 2 and "learning_rate" in refused.stderr and "unknown field" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def valid_document() -> dict:
+    """A training document as `search export --format yaml` writes it, for the toy study's space."""
+    import yaml
+
+    from search.export import flatten
+    from spaces import TEXT_CLASSIFICATION, build_space, suggest, unflatten
+    from tests.conftest import toy_study_yaml
+
+    raw = yaml.safe_load(toy_study_yaml("sqlite:///unused.db"))
+    space = build_space(raw["space"], TEXT_CLASSIFICATION)
+    config = unflatten(suggest(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask(), space))
+    assert flatten(config)["loss/name"] == "focal" and flatten(config)["optimizer/name"] == "sgd"  # the cases below rely on it
+    return {"study": "toy", "trial": 0, "value": 0.9, "metric": "accuracy", "task": "text_classification", "seed": 0,
+            "max_epochs": 2, "data": raw["data"], "config": config}
+
+
+def _flags(document: dict) -> list[str]:
+    import json
+
+    from search.export import flatten
+
+    return ["--task", document["task"], "--metric", document["metric"], "--max-epochs", "2", "--data", json.dumps(document["data"]),
+            *(arg for key, value in flatten(document["config"]).items() for arg in ("--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"))]
+
+
+# Each: how to call `search`, and what the one-line message must say. "DOC" is a valid exported file.
+BAD_CALLS = {
+    "export unknown study": (["export", "nope"], ["no study named 'nope'", "studies there: table"]),
+    "export trial out of range": (["export", "table", "--trial", "99"], ["no trial 99", "numbered 0 to 4"]),
+    "export --top 0": (["export", "table", "--top", "0"], ["--top 0", ">= 1"]),
+    "report unknown study": (["report", "table", "nope", "--table"], ["no study named 'nope'"]),
+    "train without config": (["train"], ["needs CONFIG.yaml", "--format cli"]),
+    "train missing file": (["train", "absent.yaml"], ["absent.yaml", "no such file"]),
+    "train unknown top-level field": (["train", "DOC", "+learning_rate: 3"], ["`learning_rate`", "unknown field", "accepted: study, trial"]),
+    "train unknown loss in file": (["train", "DOC", "loss/name=hinge"], ["`config.loss.name`", "'hinge' is not a known loss", "accepted: cross_entropy, focal"]),
+    "train unknown parameter in file": (["train", "DOC", "loss/focal/gama=2"], ["`config.loss.focal.gama`", "no parameter 'gama'", "its parameters: gamma"]),
+    "train out-of-range value in file": (["train", "DOC", "optimizer/sgd/lr=-1"], ["`config.optimizer.sgd.lr`", "-1", "> 0"]),
+    "flags: unknown parameter": (["FLAGS", "--set", "loss/focal/gama=2"], ["`--set loss/focal/gama`", "no parameter 'gama'"]),
+    "flags: other optimizer without its lr": (["FLAGS", "--set", "optimizer/name=adam"], ["`--set optimizer/adam/lr`", "missing"]),
+    "flags: not KEY=VALUE": (["FLAGS", "--set", "loss"], ["`--set loss`", "expected KEY=VALUE"]),
+    "flags: bad --data": (["FLAGS", "--data", "[1"], ["`--data`", "not JSON or YAML"]),
+    "flags: no task": (["train", "--set", "loss/name=focal"], ["`task`", "pass --task"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_bad_input_gives_one_line_and_exit_2(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from search.cli import main
+    from search.export import flatten
+    from spaces import unflatten
+    from tests.search_tests.test_cli import snapshot
+
+    make_study(tmp_path / "r.db")
+    before = snapshot(tmp_path / "r.db")
+    argv, expected = BAD_CALLS[case]
+    document = valid_document()
+    if argv[0] == "FLAGS":  # a valid config as flags, then the bad flag (argparse: the last --data wins)
+        argv = ["train", *_flags(document), *argv[1:]]
+    elif argv[1:2] == ["DOC"]:  # a valid exported file, with one change
+        change = argv[2]
+        if change.startswith("+"):
+            document.update(yaml.safe_load(change[1:]))
+        else:
+            key, _, value = change.partition("=")
+            document["config"] = unflatten({**flatten(document["config"]), key: yaml.safe_load(value)})
+        path = tmp_path / "doc.yaml"
+        path.write_text(yaml.safe_dump(document))
+        argv = ["train", str(path)]
+    if argv[0] in ("export", "report"):
+        argv = [*argv, "--storage", f"sqlite:///{tmp_path / 'r.db'}"]
+    code = main([*argv, "--out", str(tmp_path / "out")] if argv[0] == "train" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("search: error: ") and err.count("\n") == 1, err  # one paragraph, no traceback
+    for fragment in expected:
+        assert fragment in err, err
+    assert snapshot(tmp_path / "r.db") == before
+    assert not (tmp_path / "out" / "model.pt").exists()

@@ -24,6 +24,11 @@ HF_OPTIMIZERS = {"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd", "a
 HF_SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine", "plateau": "reduce_lr_on_plateau"}
 
 
+HF_VERSION_NOTE = (
+    ">=5: TrainingArguments(output_dir=..., **fields). For 4.x, pass warmup_steps as warmup_ratio "
+    "(4.x reads warmup_steps as a count of steps)."
+)
+
 # The fields of an exported training config (yaml/json), as `search train` reads them.
 DOCUMENT_FIELDS = ("study", "trial", "value", "metric", "task", "seed", "max_epochs", "data", "config")
 
@@ -57,6 +62,9 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
         "weight_decay": strategy.regularizer("weight_decay", "decay"),
         "max_grad_norm": strategy.regularizer("grad_clip", "max_norm", off=0.0),
         "label_smoothing_factor": loss_params.get("epsilon", 0.0) if loss == "label_smoothing" else 0.0,
+        # A search trial is scored on dev after every epoch; reduce_lr_on_plateau also needs it
+        # (TrainingArguments refuses that schedule with no eval strategy).
+        "eval_strategy": "epoch",
     }
     unmapped: dict[str, Any] = {}
     if optimizer in HF_OPTIMIZERS:
@@ -71,7 +79,9 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
     if schedule in HF_SCHEDULES:
         fields["lr_scheduler_type"] = HF_SCHEDULES[schedule]
         if "warmup_fraction" in schedule_params:
-            fields["warmup_ratio"] = schedule_params["warmup_fraction"]
+            # transformers >= 5 reads a warmup_steps below 1 as a fraction of the training steps;
+            # it dropped warmup_ratio (5.2), which 4.x needed instead (see HF_VERSION_NOTE).
+            fields["warmup_steps"] = schedule_params["warmup_fraction"]
         if schedule == "plateau":
             unmapped["schedule_params"] = {"name": schedule, **schedule_params}
     else:
@@ -86,7 +96,7 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
         if rest:
             unmapped[family] = rest
     unmapped["embedding_dim"] = strategy.embedding_dim
-    return {"fields": fields, "unmapped": unmapped}
+    return {"fields": fields, "unmapped": unmapped, "transformers": HF_VERSION_NOTE}
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -126,17 +126,35 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path: Path) -> None:
     assert all(any(a["key"] == "config" for a in t["user_attrs"]) for t in detail["trials"])
 
 
-def test_hf_fields_load_into_training_arguments_where_transformers_is_installed(tmp_path: Path) -> None:
+HF_CASES = {  # optimizer, schedule, loss: every mapped optimizer and schedule, and the losses that map
+    "adamw cosine focal": ("adamw", {"cosine": {"warmup_fraction": 0.1}}, {"focal": {"gamma": 2.0}}),
+    "sgd plateau cross_entropy": ("sgd", {"plateau": {"factor": 0.5, "patience": 1}}, {"cross_entropy": {}}),
+    "rmsprop linear label_smoothing": ("rmsprop", {"linear": {"warmup_fraction": 0.0}}, {"label_smoothing": {"epsilon": 0.1}}),
+    "adagrad constant ghm": ("adagrad", {"constant": {}}, {"ghm": {"bins": 10, "momentum": 0.5}}),
+    "radam step": ("radam", {"step": {"step_size": 2, "gamma": 0.5}}, {"cross_entropy": {}}),
+}
+
+
+@pytest.mark.parametrize("case", list(HF_CASES))
+def test_hf_fields_load_into_training_arguments_where_transformers_is_installed(case: str, tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers", reason="transformers is not a dependency; install it to check the hf export end to end")
     from search.export import hf_training_arguments
 
+    optimizer, schedule, loss = HF_CASES[case]
+    (schedule_name, schedule_params), (loss_name, loss_params) = next(iter(schedule.items())), next(iter(loss.items()))
     document = {"max_epochs": 3, "seed": 0, "config": {
-        "encoder": {"name": "textcnn", "textcnn": {"filters": 64}}, "loss": {"name": "focal", "focal": {"gamma": 2.0}},
-        "regularizers": {"weight_decay": {"enabled": True, "decay": 0.01}}, "optimizer": {"name": "adamw", "adamw": {"lr": 1e-3}},
-        "schedule": {"name": "cosine", "cosine": {"warmup_fraction": 0.1}}, "train": {"batch_size": 32}, "model": {"embedding_dim": 128}}}
+        "encoder": {"name": "textcnn", "textcnn": {"filters": 64}}, "loss": {"name": loss_name, loss_name: loss_params},
+        "regularizers": {"weight_decay": {"enabled": True, "decay": 0.01}, "grad_clip": {"enabled": True, "max_norm": 1.0}},
+        "optimizer": {"name": optimizer, optimizer: {"lr": 1e-3}},
+        "schedule": {"name": schedule_name, schedule_name: schedule_params}, "train": {"batch_size": 32}, "model": {"embedding_dim": 128}}}
     exported = hf_training_arguments(document)
-    transformers.TrainingArguments(output_dir=str(tmp_path), **exported["fields"])
-    assert exported["unmapped"]["loss"] == {"name": "focal", "gamma": 2.0}
+    arguments = transformers.TrainingArguments(output_dir=str(tmp_path), report_to="none", **exported["fields"])
+    assert arguments.learning_rate == 1e-3 and arguments.per_device_train_batch_size == 32 and arguments.max_grad_norm == 1.0
+    assert exported["unmapped"]["encoder"]["name"] == "textcnn"  # never silently dropped
+    if loss_name in ("focal", "ghm"):
+        assert exported["unmapped"]["loss"] == {"name": loss_name, **loss_params}
+    if optimizer == "radam" or schedule_name == "step":
+        assert {"optimizer", "schedule"} & set(exported["unmapped"])
 
 
 def test_export_and_train_refuse_bad_input(tmp_path: Path) -> None:

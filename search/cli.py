@@ -65,17 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR", help="write DIR/report.html (self-contained, plotly)")
     report.add_argument("--table", action="store_true", help="print the strategy table in the terminal")
 
-    export = commands.add_parser("export", help="best configs for `search train` (yaml, json) or Hugging Face (hf)")
+    export = commands.add_parser("export", help="best configs for `search train` (yaml, json, cli flags) or Hugging Face (hf)")
     export.add_argument("study_name", metavar="STUDY_NAME")
     export.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--top", type=int, default=1, help="the K best COMPLETE trials (default 1)")
     which.add_argument("--trial", type=int, help="this trial number")
-    export.add_argument("--format", choices=("yaml", "json", "hf"), default="yaml")
+    export.add_argument("--format", choices=("yaml", "json", "hf", "cli"), default="yaml",
+                        help="yaml/json: a file for `search train`; cli: `search train` flags; hf: TrainingArguments fields + unmapped")
     export.add_argument("--out", metavar="FILE", help="write here instead of printing")
 
     train = commands.add_parser("train", help="train an exported config to completion, outside any search")
-    train.add_argument("config_file", metavar="CONFIG.yaml")
+    train.add_argument("config_file", metavar="CONFIG.yaml", nargs="?", help="written by `search export --format yaml|json`; or give the config as flags")
+    train.add_argument("--task", help="task (overrides the file)")
+    train.add_argument("--metric", help="dev metric reported per epoch (overrides the file)")
+    train.add_argument("--seed", type=int, help="seed (overrides the file)")
+    train.add_argument("--data", metavar="JSON", help="the `data` section as JSON or YAML (overrides the file)")
+    train.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                       help="one config value, named as in the DB (loss/name=focal, loss/focal/gamma=2.0); repeatable")
     train.add_argument("--out", default="trained", metavar="DIR", help="model.pt, vocab.json, metrics.json, config.yaml (default: ./trained)")
     train.add_argument("--data-root", help="folder with local copies of datasets (default: $SEARCH_DATA_ROOT)")
     train.add_argument("--max-epochs", type=int, help="epochs (default: the study's max_epochs)")
@@ -120,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             return _export(args.study_name, args.storage or _default_storage(), args.top, args.trial, args.format, args.out)
         if args.command == "train":
-            return _train(args.config_file, args.out, args.data_root, args.max_epochs)
+            return _train(args)
         if args.command == "dashboard":
             return _dashboard(args.storage or _default_storage(), args.host, args.port)
         return _best(args.study_name, args.storage or _default_storage(), args.as_study)
@@ -343,7 +350,7 @@ def _export(name: str, storage_url: str, top: int, trial_number: int | None, fmt
 
     from optuna.trial import TrialState
 
-    from search.export import hf_training_arguments, training_document
+    from search.export import cli_command, hf_training_arguments, training_document
 
     (study,) = _load_studies([name], storage_url)
     trials = study.get_trials(deepcopy=False)
@@ -365,7 +372,10 @@ def _export(name: str, storage_url: str, top: int, trial_number: int | None, fmt
     if fmt == "hf":
         documents = [{"study": d["study"], "trial": d["trial"], **hf_training_arguments(d)} for d in documents]
     payload = documents[0] if len(documents) == 1 else documents
-    text = json.dumps(payload, indent=2) if fmt != "yaml" else yaml.safe_dump(payload, sort_keys=False)
+    if fmt == "cli":
+        text = "\n\n".join(cli_command(d) for d in documents)
+    else:
+        text = json.dumps(payload, indent=2) if fmt != "yaml" else yaml.safe_dump(payload, sort_keys=False)
     if out:
         Path(out).write_text(text, encoding="utf-8")
         print(f"wrote {out}: trial(s) {', '.join(str(d['trial']) for d in documents)} of study {name!r}")
@@ -374,31 +384,39 @@ def _export(name: str, storage_url: str, top: int, trial_number: int | None, fmt
     return 0
 
 
-def _train(config_file: str, out: str, data_root: str | None, max_epochs: int | None) -> int:
+def _train(args: argparse.Namespace) -> int:
     from search.config import StudyFileError
     from search.export import DOCUMENT_FIELDS
-    from search.train import train_document
+    from search.train import FLAGS, document_from_flags, train_document
 
-    try:
-        document = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StudyFileError(config_file, "", "no such file; give a file written by `search export --format yaml`") from None
-    except yaml.YAMLError as error:
-        raise StudyFileError(config_file, "", f"is not valid YAML or JSON: {str(error).splitlines()[0]}") from None
-    if isinstance(document, list):
-        raise StudyFileError(config_file, "", "holds several trials; export one (--trial N, or --top 1) to train it")
-    if not isinstance(document, dict):
-        raise StudyFileError(config_file, "", "is not an exported training config (a mapping)")
-    if max_epochs is not None and max_epochs < 1:
-        raise UserError(f"--max-epochs {max_epochs}: give a number >= 1")
-    unknown = set(document) - set(DOCUMENT_FIELDS)
-    if unknown:
-        raise StudyFileError(config_file, sorted(unknown)[0], f"unknown field; accepted: {', '.join(DOCUMENT_FIELDS)}")
+    config_file = args.config_file
+    document = None
+    if config_file is not None:
+        try:
+            document = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
+        except (FileNotFoundError, IsADirectoryError):
+            raise StudyFileError(config_file, "", "no such file; give a file written by `search export --format yaml`") from None
+        except yaml.YAMLError as error:
+            raise StudyFileError(config_file, "", f"is not valid YAML or JSON: {str(error).splitlines()[0]}") from None
+        if isinstance(document, list):
+            raise StudyFileError(config_file, "", "holds several trials; export one (--trial N, or --top 1) to train it")
+        if not isinstance(document, dict):
+            raise StudyFileError(config_file, "", "is not an exported training config (a mapping)")
+        unknown = set(document) - set(DOCUMENT_FIELDS)
+        if unknown:
+            raise StudyFileError(config_file, sorted(unknown)[0], f"unknown field; accepted: {', '.join(DOCUMENT_FIELDS)}")
+    elif not (args.task or args.settings):
+        raise UserError("search train needs CONFIG.yaml (from `search export --format yaml`) or the config as flags (from `search export --format cli`)")
+    if args.max_epochs is not None and args.max_epochs < 1:
+        raise UserError(f"--max-epochs {args.max_epochs}: give a number >= 1")
+    document = document_from_flags(document, task=args.task, metric=args.metric, seed=args.seed, data=args.data, settings=args.settings)
     import datasets
 
     datasets.disable_progress_bars()
-    result = train_document(document, path=config_file, out_dir=out, data_root=data_root, max_epochs=max_epochs)
-    print(f"wrote {out}/model.pt, vocab.json, metrics.json, config.yaml")
+    # Errors name the file's fields, or the flags where the config (partly) came from flags.
+    path = config_file if config_file is not None and not args.settings else FLAGS
+    result = train_document(document, path=path, out_dir=args.out, data_root=args.data_root, max_epochs=args.max_epochs)
+    print(f"wrote {args.out}/model.pt, vocab.json, metrics.json, config.yaml")
     return 0 if result else 1
 
 

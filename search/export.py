@@ -4,10 +4,14 @@
   epochs, resolved config) — the yaml and json formats.
 - `hf_training_arguments`: Hugging Face `TrainingArguments` fields, with every part of the
   strategy that has no TrainingArguments equivalent listed under `unmapped`, never dropped.
+- `cli_command`: the same training config as flags of `search train` (the cli format).
 """
 
 from __future__ import annotations
 
+import json
+import shlex
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -19,6 +23,11 @@ from spaces import Strategy
 HF_OPTIMIZERS = {"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd", "adagrad": "adagrad", "rmsprop": "rmsprop"}
 HF_SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine", "plateau": "reduce_lr_on_plateau"}
 
+
+HF_VERSION_NOTE = (
+    ">=5: TrainingArguments(output_dir=..., **fields). For 4.x, pass warmup_steps as warmup_ratio "
+    "(4.x reads warmup_steps as a count of steps)."
+)
 
 # The fields of an exported training config (yaml/json), as `search train` reads them.
 DOCUMENT_FIELDS = ("study", "trial", "value", "metric", "task", "seed", "max_epochs", "data", "config")
@@ -53,6 +62,9 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
         "weight_decay": strategy.regularizer("weight_decay", "decay"),
         "max_grad_norm": strategy.regularizer("grad_clip", "max_norm", off=0.0),
         "label_smoothing_factor": loss_params.get("epsilon", 0.0) if loss == "label_smoothing" else 0.0,
+        # A search trial is scored on dev after every epoch; reduce_lr_on_plateau also needs it
+        # (TrainingArguments refuses that schedule with no eval strategy).
+        "eval_strategy": "epoch",
     }
     unmapped: dict[str, Any] = {}
     if optimizer in HF_OPTIMIZERS:
@@ -67,7 +79,9 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
     if schedule in HF_SCHEDULES:
         fields["lr_scheduler_type"] = HF_SCHEDULES[schedule]
         if "warmup_fraction" in schedule_params:
-            fields["warmup_ratio"] = schedule_params["warmup_fraction"]
+            # transformers >= 5 reads a warmup_steps below 1 as a fraction of the training steps;
+            # it dropped warmup_ratio (5.2), which 4.x needed instead (see HF_VERSION_NOTE).
+            fields["warmup_steps"] = schedule_params["warmup_fraction"]
         if schedule == "plateau":
             unmapped["schedule_params"] = {"name": schedule, **schedule_params}
     else:
@@ -82,4 +96,49 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
         if rest:
             unmapped[family] = rest
     unmapped["embedding_dim"] = strategy.embedding_dim
-    return {"fields": fields, "unmapped": unmapped}
+    return {"fields": fields, "unmapped": unmapped, "transformers": HF_VERSION_NOTE}
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"loss": {"focal": {"gamma": 2}}}` -> `{"loss/focal/gamma": 2}`: Optuna's parameter names."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def format_value(value: Any) -> str:
+    """A `--set` value that `parse_value` reads back as the same Python value."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value  # a plain name such as `bilstm` stays unquoted
+        return json.dumps(value)  # "32" or "true" as a string: quoted, or it would read as a number
+    return json.dumps(value)  # floats as repr: the exact same double comes back
+
+
+def parse_value(text: str) -> Any:
+    """The inverse of `format_value`: JSON where it parses (numbers, true/false, null, quoted strings), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cli_command(document: Mapping[str, Any]) -> str:
+    """`search train` flags that train `document` (as `training_document` builds it), one flag a line."""
+    head = [
+        "search train", f"--task {shlex.quote(str(document['task']))}", f"--metric {shlex.quote(str(document['metric']))}",
+        f"--seed {int(document['seed'])}", f"--max-epochs {int(document['max_epochs'])}",
+        f"--data {shlex.quote(json.dumps(document['data'], separators=(',', ':')))}",
+    ]
+    sets = [f"--set {shlex.quote(f'{key}={format_value(value)}')}" for key, value in flatten(document["config"]).items()]
+    value = document.get("value")
+    comment = f"# study {document.get('study')!r}, trial {document.get('trial')}" + (
+        f": {document.get('metric')} {value:.4f}" if isinstance(value, (int, float)) else "")
+    return comment + "\n" + " \\\n  ".join([*head, *sets])

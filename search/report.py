@@ -9,14 +9,19 @@ the completed ones (pruned trials stopped early, so their scores are not compara
 from __future__ import annotations
 
 import html
+import math
 import statistics
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,73 @@ def _table_html(rows: Sequence[StrategyRow]) -> str:
     return f"<table class='strategy'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _integer_axis(largest: int) -> dict:
+    """Axis ticks on whole numbers only (epochs, trial numbers), about a dozen at most."""
+    return {"tick0": 0, "dtick": max(1, math.ceil(largest / 12))}
+
+
+# Trial states in the learning curves: completed solid, pruned dashed, failed dotted.
+_STATE_STYLE = {
+    TrialState.COMPLETE: ("#1f77b4", "solid"),
+    TrialState.PRUNED: ("#ff7f0e", "dash"),
+    TrialState.FAIL: ("#d62728", "dot"),
+}
+
+
+def learning_curves(study: optuna.Study, metric: str = "objective") -> go.Figure:
+    """One line per trial over epochs, styled by how it ended, so pruned trials stand out."""
+    from optuna import visualization as vis
+
+    fig = vis.plot_intermediate_values(study)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    shown: set[TrialState] = set()
+    for trace in fig.data:
+        number = int(str(trace.name).removeprefix("Trial")) if str(trace.name).startswith("Trial") else None
+        state = states.get(number) if number is not None else None
+        if state not in _STATE_STYLE:
+            continue
+        colour, dash = _STATE_STYLE[state]
+        trace.update(
+            name=state.name.lower(), legendgroup=state.name, showlegend=state not in shown,
+            line={"color": colour, "dash": dash}, marker={"color": colour},
+            hovertemplate=f"trial {number} ({state.name.lower()})<br>epoch %{{x}}: %{{y}}<extra></extra>",
+        )
+        shown.add(state)
+    last_epoch = max((max(t.intermediate_values, default=1) for t in study.get_trials(deepcopy=False)), default=1)
+    fig.update_layout(showlegend=True, xaxis_title="epoch", yaxis_title=f"{metric} (dev)", xaxis=_integer_axis(last_epoch))
+    return fig
+
+
+def overlaid_histories(studies: Sequence[optuna.Study]) -> go.Figure:
+    """Per study, its best-so-far line over trial numbers (and its completed trials' values as dots)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    colours = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+    metrics, last = [], 0
+    for index, study in enumerate(studies):
+        colour = colours[index % len(colours)]
+        metric = study.user_attrs.get("metric", "objective")
+        metrics.append(metric)
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        completed = sorted(
+            (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None), key=lambda t: t.number
+        )
+        best: list[float] = []
+        for trial in completed:
+            value = float(trial.value)  # type: ignore[arg-type]
+            best.append(value if not best else (max if maximize else min)(best[-1], value))
+        numbers = [t.number for t in completed]
+        last = max([last, *numbers])
+        label = f"{study.study_name} ({metric}, {study.direction.name.lower()})"
+        fig.add_trace(go.Scatter(x=numbers, y=best, mode="lines", name=f"{label}: best so far", legendgroup=study.study_name,
+                                 line={"color": colour, "width": 2, "shape": "hv"}))
+        fig.add_trace(go.Scatter(x=numbers, y=[t.value for t in completed], mode="markers", name=f"{label}: completed trials",
+                                 legendgroup=study.study_name, marker={"color": colour, "size": 6, "opacity": 0.45}))
+    fig.update_layout(xaxis_title="trial number", yaxis_title=" / ".join(dict.fromkeys(metrics)) + " (dev)", xaxis=_integer_axis(last))
+    return fig
+
+
 def write_report(studies: Sequence[optuna.Study], out_dir: str | Path) -> Path:
     """One self-contained HTML page (plotly.js inlined once): per study its optimization history,
     learning curves (pruned trials included), parameter importances, parallel coordinates and the
@@ -124,12 +196,13 @@ def write_report(studies: Sequence[optuna.Study], out_dir: str | Path) -> Path:
         first = False
 
     if len(studies) > 1:
-        figure("Optimization histories, overlaid", lambda: vis.plot_optimization_history(list(studies)))
+        figure("Optimization histories, overlaid (best so far per study)", lambda: overlaid_histories(studies))
     for study in studies:
         metric = study.user_attrs.get("metric", "objective")
         sections.append(f"<h2>Study {html.escape(study.study_name)} ({html.escape(metric)}, {study.direction.name.lower()})</h2>")
-        figure(f"{study.study_name}: optimization history", lambda s=study, m=metric: vis.plot_optimization_history(s, target_name=m))
-        figure(f"{study.study_name}: learning curves (intermediate values, pruned trials included)", lambda s=study: vis.plot_intermediate_values(s))
+        figure(f"{study.study_name}: optimization history", lambda s=study, m=metric: vis.plot_optimization_history(s, target_name=m)
+               .update_layout(xaxis=_integer_axis(len(s.trials))))
+        figure(f"{study.study_name}: learning curves (intermediate values, pruned trials included)", lambda s=study, m=metric: learning_curves(s, m))
         figure(f"{study.study_name}: parameter importances", lambda s=study, m=metric: vis.plot_param_importances(s, target_name=m))
         figure(f"{study.study_name}: parallel coordinates", lambda s=study, m=metric: vis.plot_parallel_coordinate(s, target_name=m))
         sections.append(f"<h3>{html.escape(study.study_name)}: strategy table</h3>" + _table_html(strategy_table(study)))

@@ -1,5 +1,9 @@
 """`search train`: one exported config trained to completion outside any search.
 
+The config comes from a file (`search export --format yaml|json`) or as flags
+(`search export --format cli`: `--task`, `--metric`, `--seed`, `--max-epochs`, `--data`, and one
+`--set KEY=VALUE` per config value, keys named as Optuna names the parameters: `loss/focal/gamma`).
+
 Writes to the output folder: `model.pt` (weights), `vocab.json` (vocabulary and label maps),
 `metrics.json` (dev metrics per epoch, final dev and test metrics) and `config.yaml` (what ran).
 """
@@ -8,16 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from search.config import StudyFileError, parse_data_section
-from search.tasks import TASKS, get_task
+from search.config import StudyFileError, fixed_space, parse_data_section
+from search.export import flatten, parse_value
+from search.tasks import TASKS, Task, get_task
+from spaces import SpaceError, build_space, suggest, unflatten
 from trainables._loop import TrialSettings
+
+FLAGS = "search train flags"  # the "file" named in errors about a config given as flags
 
 
 def train_document(
@@ -32,7 +40,8 @@ def train_document(
     """Trains `document` (as written by `search export --format yaml|json`); returns the metrics."""
     for key in ("task", "data", "config", "metric"):
         if not document.get(key):
-            raise StudyFileError(path, key, "missing; give a file written by `search export --format yaml` (or json)")
+            hint = f"pass --{key.replace('config', 'set KEY=VALUE')}" if path == FLAGS else "give a file written by `search export --format yaml` (or json)"
+            raise StudyFileError(path, key, f"missing; {hint}")
     if document["task"] not in TASKS:
         raise StudyFileError(path, "task", f"{document['task']!r} is not accepted; accepted: {', '.join(TASKS)}")
     task = get_task(document["task"])
@@ -41,6 +50,7 @@ def train_document(
     epochs = max_epochs or document.get("max_epochs")
     if not isinstance(epochs, int) or epochs < 1:
         raise StudyFileError(path, "max_epochs", f"{epochs!r} is not a positive integer; set it in the file or pass --max-epochs")
+    check_config(task, document["config"], path)
     spec = parse_data_section(task.name, document["data"], path)
     data = task.load_data(spec, data_root, document.get("seed", 0))
     log(f"data: {data.source}")
@@ -74,3 +84,108 @@ def _vocabularies(data: Any) -> dict[str, Any]:
         return {"words": data.words, "chars": data.chars, "tags": data.tags, "scheme": data.scheme}
     return {"vocab": data.vocab, "labels": data.labels}
 
+
+
+class _FixedOnly:
+    """A stand-in trial for re-suggesting a fixed space: any value it would have to sample is missing."""
+
+    class Missing(Exception):
+        pass
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if len(choices) == 1:  # a fixed choice family still asks for its one candidate
+            return choices[0]
+        raise self.Missing(name)
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
+        raise self.Missing(name)
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
+        raise self.Missing(name)
+
+
+def check_config(task: Task, config: Any, path: str) -> None:
+    """Refuses a training config that the search could not have produced: an unknown family,
+    component or parameter, a value out of its hard limits, a missing or a superfluous value.
+
+    It is checked the way `search best --as-study` retrains a trial: the config, fixed, must
+    resample to itself. Errors name the field as the file writes it (`config.loss.focal.gamma`)
+    or, for flags, as the flag (`--set loss/focal/gamma`).
+    """
+
+    def field(flat: str) -> str:
+        family = task.registries.get(flat)
+        if family is not None and family.kind == "choice":
+            flat += "/name"  # an unknown component: the value at fault is the family's name
+        return f"--set {flat}" if path == FLAGS else "config." + flat.replace("/", ".")
+
+    if not isinstance(config, Mapping):
+        raise StudyFileError(path, "config", f"expected a mapping (the resolved config), got {config!r}")
+    accepted = (*task.registries, "train", "model")
+    for family, entry in config.items():
+        if family not in accepted:
+            raise StudyFileError(path, field(str(family)), f"unknown family for task {task.name}; accepted: {', '.join(accepted)}")
+        nested_ok = family in ("train", "model") or all(isinstance(v, Mapping) for k, v in entry.items() if k != "name")
+        if not isinstance(entry, Mapping) or not nested_ok:
+            raise StudyFileError(path, field(str(family)), f"{entry!r} is not a resolved {family} entry, as `search export` writes it")
+    for group, key in (("train", "batch_size"), ("model", "embedding_dim")):
+        if key not in config.get(group, {}):
+            raise StudyFileError(path, field(f"{group}/{key}"), "missing; every config fixes it")
+    try:
+        space = build_space(fixed_space(config), task.registries, where="config")
+        resolved = suggest(_FixedOnly(), space)
+    except SpaceError as error:
+        # The space's field names (`config.loss.params.focal.gamma`) as the config's.
+        where = error.where.removeprefix("config").strip(".")
+        for part in (".params", ".choices", ".always"):
+            where = where.replace(part, "")
+        where = {"batch_size": "train.batch_size", "embedding_dim": "model.embedding_dim"}.get(where, where)
+        raise StudyFileError(path, field(where.replace(".", "/")), error.message) from None
+    except _FixedOnly.Missing as missing:
+        raise StudyFileError(path, field(str(missing)), "missing; the component this config uses needs it") from None
+    extra = sorted(set(flatten(config)) - set(resolved))
+    if extra:
+        raise StudyFileError(path, field(extra[0]), "not used by this config (a parameter of a component that is not chosen, or off)")
+
+
+def document_from_flags(
+    base: Mapping[str, Any] | None,
+    *,
+    task: str | None = None,
+    metric: str | None = None,
+    seed: int | None = None,
+    data: str | None = None,
+    settings: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A training document from `search train` flags, on top of a file's document (`base`) if given.
+
+    `settings` are `KEY=VALUE` strings, KEY a flat config name (`optimizer/adam/lr`), VALUE read as
+    JSON where it parses (`0.003`, `true`, `"32"`), else as text (`adam`). Choosing another component
+    with `--set FAMILY/name=X` drops the parameters of the one the file had.
+    """
+    document = dict(base or {})
+    for key, value in (("task", task), ("metric", metric), ("seed", seed)):
+        if value is not None:
+            document[key] = value
+    if data is not None:
+        try:
+            document["data"] = yaml.safe_load(data)
+        except yaml.YAMLError as error:
+            raise StudyFileError(FLAGS, "--data", f"is not JSON or YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(document["data"], Mapping):
+            raise StudyFileError(FLAGS, "--data", f"{data!r} is not a mapping; give the `data` section as JSON, e.g. '{{\"name\": \"sst2\", ...}}'")
+    given: dict[str, Any] = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key or key != key.strip() or "//" in key or key.startswith("/") or key.endswith("/"):
+            raise StudyFileError(FLAGS, f"--set {item}", "expected KEY=VALUE with KEY a config name such as loss/name or loss/focal/gamma")
+        given[key] = parse_value(text)
+    flat = flatten(document.get("config") or {})
+    for key in given:
+        family, _, rest = key.partition("/")
+        if rest == "name" and flat.get(key) != given[key]:  # another component: the file's parameters for the old one no longer apply
+            flat = {k: v for k, v in flat.items() if not k.startswith(f"{family}/")}
+    flat.update(given)
+    if flat:
+        document["config"] = unflatten(flat)
+    return document

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import optuna
+import pytest
+import yaml
 from optuna.trial import TrialState
 
 from search.cli import main
 from search.config import load_study_file
 from search.engine import run_search
+from search.report import strategy_table
 from spaces import suggest, unflatten
 from tests.conftest import toy_study_yaml
+from tests.search_tests.test_report import dashboard_study
 
 
 def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, sentiment_root: Path) -> None:
@@ -77,6 +82,40 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
     assert abs(metrics["dev"]["accuracy"] - study.best_value) <= 0.02
     assert len(metrics["epochs"]) == 3 and metrics["test"]["accuracy"] > 0.9
     assert (trained / "model.pt").exists() and json.loads((trained / "vocab.json").read_text())["labels"] == ["neg", "pos"]
+
+    # `search export --format cli` then `search train <those flags>` trains the same config: same metrics.
+    command = tmp_path / "best.sh"
+    assert main(["export", "toy", "--storage", f"sqlite:///{db}", "--format", "cli", "--out", str(command)]) == 0
+    comment, _, flags = command.read_text().partition("\n")
+    assert comment.startswith(f"# study 'toy', trial {study.best_trial.number}")
+    argv = shlex.split(flags.replace("\\\n", " "))
+    assert argv[:2] == ["search", "train"] and "--set" in argv
+    from_flags = tmp_path / "trained-from-flags"
+    assert main([*argv[1:], "--out", str(from_flags), "--data-root", str(sentiment_root)]) == 0
+    flag_metrics = json.loads((from_flags / "metrics.json").read_text())
+    assert flag_metrics["dev"]["accuracy"] == pytest.approx(metrics["dev"]["accuracy"], abs=1e-9)
+    assert flag_metrics["test"] == pytest.approx(metrics["test"])
+    assert yaml.safe_load((from_flags / "config.yaml").read_text())["config"] == study.best_trial.user_attrs["config"]
+
+    # The strategy table's counts agree with the parameters Optuna recorded for each trial.
+    rows = {(r.dimension, r.choice): r for r in strategy_table(study)}
+    for param in ("encoder/name", "loss/name", "optimizer/name", "schedule/name", "addons/layernorm/enabled"):
+        dimension = param.removesuffix("/name").removesuffix("/enabled")
+        for choice in {t.params[param] for t in trials}:
+            label = ("on" if choice else "off") if param.endswith("/enabled") else choice
+            with_choice = [t for t in trials if t.params[param] == choice]
+            row = rows[(dimension, label)]
+            assert (row.trials, row.completed, row.pruned) == (
+                len(with_choice), sum(t.state == TrialState.COMPLETE for t in with_choice), sum(t.state == TrialState.PRUNED for t in with_choice))
+
+    # optuna-dashboard's API shows every trial with its readable strategy, epochs and how it ended.
+    _, detail = dashboard_study(f"sqlite:///{db}", "toy", tmp_path)
+    assert len(detail["trials"]) == len(trials)
+    for shown, trial in zip(detail["trials"], trials):
+        attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
+        assert attrs["strategy"] == trial.user_attrs["strategy"] and " / " in attrs["strategy"]
+        assert attrs["epochs_trained"] == str(trial.user_attrs["epochs_trained"])
+        assert attrs["state_reason"].startswith("completed" if trial.state == TrialState.COMPLETE else "stopped by ASHA")
 
     hf_file = tmp_path / "hf.json"
     assert main(["export", "toy", "--storage", f"sqlite:///{db}", "--format", "hf", "--out", str(hf_file)]) == 0

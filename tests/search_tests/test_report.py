@@ -88,41 +88,73 @@ def test_report_cli_table_and_errors(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "no study named 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-def test_dashboard_serves_the_study_on_loopback(tmp_path: Path) -> None:
-    make_study(tmp_path / "r.db")
+def dashboard_study(storage: str, study_name: str, cwd: Path) -> tuple[list[dict], dict]:
+    """Starts `search dashboard` on a free loopback port and returns (its /api/studies list, the
+    study's detail from /api/studies/ID, trials and their user attributes included)."""
+    import json
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "dashboard", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+        [sys.executable, "-m", "search.cli", "dashboard", "--storage", storage, "--port", str(port)],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        body = None
+        studies = None
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and body is None:
+        while time.monotonic() < deadline and studies is None:
             try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read().decode()
+                studies = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=2).read())["study_summaries"]
             except OSError:
                 time.sleep(0.5)
-        assert body is not None, "the dashboard did not answer"
-        assert '"study_name": "table"' in body
+        assert studies is not None, "the dashboard did not answer"
+        (study_id,) = [s["study_id"] for s in studies if s["study_name"] == study_name]
+        detail = json.loads(urllib.request.urlopen(f"{base}/api/studies/{study_id}", timeout=10).read())
+        return studies, detail
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def test_hf_fields_load_into_training_arguments_where_transformers_is_installed(tmp_path: Path) -> None:
+def test_dashboard_serves_the_study_on_loopback(tmp_path: Path) -> None:
+    make_study(tmp_path / "r.db")
+    studies, detail = dashboard_study(f"sqlite:///{tmp_path / 'r.db'}", "table", tmp_path)
+    assert [s["study_name"] for s in studies] == ["table"]
+    assert [t["state"] for t in detail["trials"]] == ["Complete", "Complete", "Pruned", "Complete", "Fail"]
+    assert all(any(a["key"] == "config" for a in t["user_attrs"]) for t in detail["trials"])
+
+
+HF_CASES = {  # optimizer, schedule, loss: every mapped optimizer and schedule, and the losses that map
+    "adamw cosine focal": ("adamw", {"cosine": {"warmup_fraction": 0.1}}, {"focal": {"gamma": 2.0}}),
+    "sgd plateau cross_entropy": ("sgd", {"plateau": {"factor": 0.5, "patience": 1}}, {"cross_entropy": {}}),
+    "rmsprop linear label_smoothing": ("rmsprop", {"linear": {"warmup_fraction": 0.0}}, {"label_smoothing": {"epsilon": 0.1}}),
+    "adagrad constant ghm": ("adagrad", {"constant": {}}, {"ghm": {"bins": 10, "momentum": 0.5}}),
+    "radam step": ("radam", {"step": {"step_size": 2, "gamma": 0.5}}, {"cross_entropy": {}}),
+}
+
+
+@pytest.mark.parametrize("case", list(HF_CASES))
+def test_hf_fields_load_into_training_arguments_where_transformers_is_installed(case: str, tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers", reason="transformers is not a dependency; install it to check the hf export end to end")
     from search.export import hf_training_arguments
 
+    optimizer, schedule, loss = HF_CASES[case]
+    (schedule_name, schedule_params), (loss_name, loss_params) = next(iter(schedule.items())), next(iter(loss.items()))
     document = {"max_epochs": 3, "seed": 0, "config": {
-        "encoder": {"name": "textcnn", "textcnn": {"filters": 64}}, "loss": {"name": "focal", "focal": {"gamma": 2.0}},
-        "regularizers": {"weight_decay": {"enabled": True, "decay": 0.01}}, "optimizer": {"name": "adamw", "adamw": {"lr": 1e-3}},
-        "schedule": {"name": "cosine", "cosine": {"warmup_fraction": 0.1}}, "train": {"batch_size": 32}, "model": {"embedding_dim": 128}}}
+        "encoder": {"name": "textcnn", "textcnn": {"filters": 64}}, "loss": {"name": loss_name, loss_name: loss_params},
+        "regularizers": {"weight_decay": {"enabled": True, "decay": 0.01}, "grad_clip": {"enabled": True, "max_norm": 1.0}},
+        "optimizer": {"name": optimizer, optimizer: {"lr": 1e-3}},
+        "schedule": {"name": schedule_name, schedule_name: schedule_params}, "train": {"batch_size": 32}, "model": {"embedding_dim": 128}}}
     exported = hf_training_arguments(document)
-    transformers.TrainingArguments(output_dir=str(tmp_path), **exported["fields"])
-    assert exported["unmapped"]["loss"] == {"name": "focal", "gamma": 2.0}
+    arguments = transformers.TrainingArguments(output_dir=str(tmp_path), report_to="none", **exported["fields"])
+    assert arguments.learning_rate == 1e-3 and arguments.per_device_train_batch_size == 32 and arguments.max_grad_norm == 1.0
+    assert exported["unmapped"]["encoder"]["name"] == "textcnn"  # never silently dropped
+    if loss_name in ("focal", "ghm"):
+        assert exported["unmapped"]["loss"] == {"name": loss_name, **loss_params}
+    if optimizer == "radam" or schedule_name == "step":
+        assert {"optimizer", "schedule"} & set(exported["unmapped"])
 
 
 def test_export_and_train_refuse_bad_input(tmp_path: Path) -> None:
@@ -135,3 +167,85 @@ def test_export_and_train_refuse_bad_input(tmp_path: Path) -> None:
     refused = run_cli("train", str(bad), cwd=tmp_path)
     assert refused.returncode == 2 and "learning_rate" in refused.stderr and "unknown field" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def valid_document() -> dict:
+    """A training document as `search export --format yaml` writes it, for the toy study's space."""
+    import yaml
+
+    from search.export import flatten
+    from spaces import TEXT_CLASSIFICATION, build_space, suggest, unflatten
+    from tests.conftest import toy_study_yaml
+
+    raw = yaml.safe_load(toy_study_yaml("sqlite:///unused.db"))
+    space = build_space(raw["space"], TEXT_CLASSIFICATION)
+    config = unflatten(suggest(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask(), space))
+    assert flatten(config)["loss/name"] == "focal" and flatten(config)["optimizer/name"] == "sgd"  # the cases below rely on it
+    return {"study": "toy", "trial": 0, "value": 0.9, "metric": "accuracy", "task": "text_classification", "seed": 0,
+            "max_epochs": 2, "data": raw["data"], "config": config}
+
+
+def _flags(document: dict) -> list[str]:
+    import json
+
+    from search.export import flatten
+
+    return ["--task", document["task"], "--metric", document["metric"], "--max-epochs", "2", "--data", json.dumps(document["data"]),
+            *(arg for key, value in flatten(document["config"]).items() for arg in ("--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"))]
+
+
+# Each: how to call `search`, and what the one-line message must say. "DOC" is a valid exported file.
+BAD_CALLS = {
+    "export unknown study": (["export", "nope"], ["no study named 'nope'", "studies there: table"]),
+    "export trial out of range": (["export", "table", "--trial", "99"], ["no trial 99", "numbered 0 to 4"]),
+    "export --top 0": (["export", "table", "--top", "0"], ["--top 0", ">= 1"]),
+    "report unknown study": (["report", "table", "nope", "--table"], ["no study named 'nope'"]),
+    "train without config": (["train"], ["needs CONFIG.yaml", "--format cli"]),
+    "train missing file": (["train", "absent.yaml"], ["absent.yaml", "no such file"]),
+    "train unknown top-level field": (["train", "DOC", "+learning_rate: 3"], ["`learning_rate`", "unknown field", "accepted: study, trial"]),
+    "train unknown loss in file": (["train", "DOC", "loss/name=hinge"], ["`config.loss.name`", "'hinge' is not a known loss", "accepted: cross_entropy, focal"]),
+    "train unknown parameter in file": (["train", "DOC", "loss/focal/gama=2"], ["`config.loss.focal.gama`", "no parameter 'gama'", "its parameters: gamma"]),
+    "train out-of-range value in file": (["train", "DOC", "optimizer/sgd/lr=-1"], ["`config.optimizer.sgd.lr`", "-1", "> 0"]),
+    "flags: unknown parameter": (["FLAGS", "--set", "loss/focal/gama=2"], ["`--set loss/focal/gama`", "no parameter 'gama'"]),
+    "flags: other optimizer without its lr": (["FLAGS", "--set", "optimizer/name=adam"], ["`--set optimizer/adam/lr`", "missing"]),
+    "flags: not KEY=VALUE": (["FLAGS", "--set", "loss"], ["`--set loss`", "expected KEY=VALUE"]),
+    "flags: bad --data": (["FLAGS", "--data", "[1"], ["`--data`", "not JSON or YAML"]),
+    "flags: no task": (["train", "--set", "loss/name=focal"], ["`task`", "pass --task"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_bad_input_gives_one_line_and_exit_2(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from search.cli import main
+    from search.export import flatten
+    from spaces import unflatten
+    from tests.search_tests.test_cli import snapshot
+
+    make_study(tmp_path / "r.db")
+    before = snapshot(tmp_path / "r.db")
+    argv, expected = BAD_CALLS[case]
+    document = valid_document()
+    if argv[0] == "FLAGS":  # a valid config as flags, then the bad flag (argparse: the last --data wins)
+        argv = ["train", *_flags(document), *argv[1:]]
+    elif argv[1:2] == ["DOC"]:  # a valid exported file, with one change
+        change = argv[2]
+        if change.startswith("+"):
+            document.update(yaml.safe_load(change[1:]))
+        else:
+            key, _, value = change.partition("=")
+            document["config"] = unflatten({**flatten(document["config"]), key: yaml.safe_load(value)})
+        path = tmp_path / "doc.yaml"
+        path.write_text(yaml.safe_dump(document))
+        argv = ["train", str(path)]
+    if argv[0] in ("export", "report"):
+        argv = [*argv, "--storage", f"sqlite:///{tmp_path / 'r.db'}"]
+    code = main([*argv, "--out", str(tmp_path / "out")] if argv[0] == "train" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("search: error: ") and err.count("\n") == 1, err  # one paragraph, no traceback
+    for fragment in expected:
+        assert fragment in err, err
+    assert snapshot(tmp_path / "r.db") == before
+    assert not (tmp_path / "out" / "model.pt").exists()

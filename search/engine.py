@@ -106,6 +106,7 @@ def prepare_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -> 
         _check_space_compatible(existing, config)
         return existing
     study = optuna.create_study(study_name=config.name, storage=storage, direction=config.direction)
+    study.set_metric_names([config.metric])  # the dashboard then labels values "accuracy", not "Objective 0"
     study.set_user_attr("task", config.task)
     study.set_user_attr("metric", config.metric)
     study.set_user_attr("study_file", config.path)

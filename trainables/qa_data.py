@@ -550,18 +550,22 @@ def _encode_split(dataset: datasets.Dataset, split: str, types: _TypeTable, spec
     return encoded, counts
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _describe_counts(split: str, counts: _Counts, questions: int, spec: QaDataSpec) -> str:
     answers = counts.exact + counts.inexact + counts.unalignable
     line = (
-        f"{split}: {questions} questions, {answers} answers ({counts.exact} exact token spans, {counts.inexact} inside tokens, "
-        f"{counts.unalignable} unalignable)"
+        f"{split}: {_plural(questions, 'question')}, {_plural(answers, 'answer')} ({counts.exact} exact token spans, "
+        f"{counts.inexact} inside tokens, {counts.unalignable} unalignable)"
     )
     if counts.outside_window:
-        line += f", {counts.outside_window} questions with the answer beyond {spec.max_context_tokens} tokens"
+        line += f", {_plural(counts.outside_window, 'question')} with the answer beyond {spec.max_context_tokens} tokens"
     if counts.questions_unusable:
-        line += f", {counts.questions_unusable} questions left out of {'training' if split == 'train' else 'the dev loss (still scored)'}"
+        line += f", {_plural(counts.questions_unusable, 'question')} left out of {'training' if split == 'train' else 'the dev loss (still scored)'}"
     if counts.contexts_truncated:
-        line += f", {counts.contexts_truncated} contexts over {spec.max_context_tokens} tokens ({'windowed' if split == 'train' else 'truncated'})"
+        line += f", {_plural(counts.contexts_truncated, 'context')} over {spec.max_context_tokens} tokens ({'windowed' if split == 'train' else 'truncated'})"
     return line
 
 

@@ -41,3 +41,22 @@ def test_registry_declares_searchable_weight_and_temperature() -> None:
     assert isinstance(component.build(weight=0.1, temperature=0.2), InfoNCE)
     with pytest.raises(ValueError):
         InfoNCE(weight=0.0, temperature=0.1)
+
+
+def test_reading_comprehension_space_samples_the_term_and_the_answer_length() -> None:
+    import optuna
+
+    from spaces import READING_COMPREHENSION, SpaceError, Strategy, build_space, suggest, unflatten
+
+    space = build_space(
+        {"loss": "focal", "loss_terms": {"always": ["infonce"], "search": []}, "decoder": {"choices": ["best_span"], "params": {"best_span": {"max_answer_length": [10, 20]}}}},
+        READING_COMPREHENSION,
+    )
+    flat = suggest(optuna.create_study().ask(), space)
+    assert flat["loss_terms/infonce/enabled"] is True and 0.01 <= flat["loss_terms/infonce/weight"] <= 1.0
+    assert 10 <= flat["decoder/best_span/max_answer_length"] <= 20
+    assert "/ focal+infonce /" in Strategy.from_config(unflatten(flat)).summary()
+    with pytest.raises(SpaceError, match="a maximum answer length in tokens must be an integer >= 1"):
+        build_space({"decoder": {"choices": ["best_span"], "params": {"best_span": {"max_answer_length": 0}}}}, READING_COMPREHENSION)
+    with pytest.raises(SpaceError, match="a contrastive-term weight must be > 0"):
+        build_space({"loss_terms": {"search": ["infonce"], "params": {"infonce": {"weight": [0.0, 1.0]}}}}, READING_COMPREHENSION)

@@ -17,6 +17,7 @@ from search.tasks import TASKS, Task, get_task
 from spaces import Space, SpaceError, build_space
 from trainables.data import LOCAL_FORMATS, HubSource, LocalSource, TextDataSpec
 from trainables.ner_data import SCHEMES, ConllSource, HubNerSource, NerDataSpec
+from trainables.qa_data import HubSquadSource, QaDataSpec, SquadFiles
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 DIRECTIONS = {"maximize": "max", "minimize": "min"}
@@ -55,7 +56,7 @@ class StudyConfig:
     name: str
     task: str
     seed: int
-    data: TextDataSpec | NerDataSpec
+    data: TextDataSpec | NerDataSpec | QaDataSpec
     metric: str
     direction: str  # "maximize" | "minimize"
     budget: Budget
@@ -155,6 +156,20 @@ class _Reader:
 SPLITS = ("train", "validation", "test")
 
 
+def _carve_fractions(reader: _Reader, of_what: str) -> dict[str, float]:
+    """The `carve:` section: split -> fraction of `of_what` cut out for it, in (0, 0.5)."""
+    carve: dict[str, float] = {}
+    carve_reader = reader.section("carve", required=False)
+    if carve_reader is not None:
+        carve_reader.check_keys(("validation", "test"))
+        for split in carve_reader.data:
+            fraction = carve_reader.number(split, minimum=0.0, exclusive=True)
+            if fraction >= 0.5:
+                raise carve_reader.fail(split, f"{fraction!r} is too large; a fraction of {of_what} in (0, 0.5) is accepted")
+            carve[split] = fraction
+    return carve
+
+
 def _text_data_spec(reader: _Reader) -> TextDataSpec:
     reader.check_keys(("name", "hub", "local", "carve", "lowercase", "max_length", "min_freq", "max_vocab"))
     hub = None
@@ -181,15 +196,7 @@ def _text_data_spec(reader: _Reader) -> TextDataSpec:
         )
     if hub is None and local is None:
         raise reader.fail("hub", "a dataset needs `hub` (a hub dataset name) or `local` (files under the data root), or both")
-    carve: dict[str, float] = {}
-    carve_reader = reader.section("carve", required=False)
-    if carve_reader is not None:
-        carve_reader.check_keys(("validation", "test"))
-        for split in carve_reader.data:
-            fraction = carve_reader.number(split, minimum=0.0, exclusive=True)
-            if fraction >= 0.5:
-                raise carve_reader.fail(split, f"{fraction!r} is too large; a fraction of train in (0, 0.5) is accepted")
-            carve[split] = fraction
+    carve = _carve_fractions(reader, "train")
     return TextDataSpec(
         name=reader.string("name", "dataset"), hub=hub, local=local, carve=carve,
         lowercase=reader.boolean("lowercase", True),
@@ -237,11 +244,50 @@ def _ner_data_spec(reader: _Reader) -> NerDataSpec:
     )
 
 
+def _qa_data_spec(reader: _Reader) -> QaDataSpec:
+    reader.check_keys((
+        "name", "hub", "local", "carve", "max_examples", "max_context_tokens", "max_question_tokens",
+        "lowercase_words", "min_freq", "max_vocab", "max_word_length",
+    ))
+    hub = None
+    hub_reader = reader.section("hub", required=False)
+    if hub_reader is not None:
+        hub_reader.check_keys(("path", "name", "splits"))
+        splits = hub_reader.string_map("splits") or {"train": "train", "validation": "validation"}
+        _check_split_names(hub_reader, "splits", splits)
+        hub = HubSquadSource(path=hub_reader.string("path", "squad"), name=hub_reader.optional_string("name"), splits=splits)
+    local = None
+    local_reader = reader.section("local", required=False)
+    if local_reader is not None:
+        local_reader.check_keys(("format", "files"))
+        local_reader.string("format", "squad", choices=("squad",))
+        files = local_reader.string_map("files", required=True)
+        _check_split_names(local_reader, "files", files)
+        local = SquadFiles(files=files)
+    if hub is None and local is None:
+        raise reader.fail("hub", "a dataset needs `hub` (a hub dataset name such as squad) or `local` (SQuAD JSON files under the data root), or both")
+    carve = _carve_fractions(reader, "train's articles")
+    limits: dict[str, int] = {}
+    limits_reader = reader.section("max_examples", required=False)
+    if limits_reader is not None:
+        limits_reader.check_keys(SPLITS)
+        limits = {split: limits_reader.integer(split, minimum=1) for split in limits_reader.data}
+    return QaDataSpec(
+        name=reader.string("name", "dataset"), hub=hub, local=local, carve=carve, max_examples=limits,
+        max_context_tokens=reader.integer("max_context_tokens", 400, minimum=1),
+        max_question_tokens=reader.integer("max_question_tokens", 40, minimum=1),
+        lowercase_words=reader.boolean("lowercase_words", True),
+        min_freq=reader.integer("min_freq", 1, minimum=1),
+        max_vocab=reader.integer("max_vocab", 100_000, minimum=3),
+        max_word_length=reader.integer("max_word_length", 16, minimum=1),
+    )
+
+
 # How each task's `data:` section is read.
-DATA_SECTIONS = {"text_classification": _text_data_spec, "ner": _ner_data_spec}
+DATA_SECTIONS = {"text_classification": _text_data_spec, "ner": _ner_data_spec, "reading_comprehension": _qa_data_spec}
 
 
-def parse_data_section(task_name: str, data: Mapping[str, Any], path: str) -> TextDataSpec | NerDataSpec:
+def parse_data_section(task_name: str, data: Mapping[str, Any], path: str) -> TextDataSpec | NerDataSpec | QaDataSpec:
     """A task's `data:` section (from a study file or an exported config) as its data spec."""
     if not isinstance(data, Mapping):
         raise StudyFileError(path, "data", f"expected a mapping, got {data!r}")

@@ -38,9 +38,21 @@ def _ner() -> Task:
     return Task("ner", NER, ner.METRICS, load_ner, ner.train_ner, ner.evaluate_checkpoint)
 
 
+def _reading_comprehension() -> Task:
+    from spaces import READING_COMPREHENSION
+    from trainables import reading_comprehension
+    from trainables.qa_data import load_reading_comprehension
+
+    return Task(
+        "reading_comprehension", READING_COMPREHENSION, reading_comprehension.METRICS, load_reading_comprehension,
+        reading_comprehension.train_reading_comprehension, reading_comprehension.evaluate_checkpoint,
+    )
+
+
 TASKS: dict[str, Callable[[], Task]] = {
     "text_classification": _text_classification,
     "ner": _ner,
+    "reading_comprehension": _reading_comprehension,
 }
 
 

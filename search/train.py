@@ -80,6 +80,8 @@ def train_document(
 
 
 def _vocabularies(data: Any) -> dict[str, Any]:
+    if hasattr(data, "vocabularies"):
+        return data.vocabularies()
     if hasattr(data, "tags"):
         return {"words": data.words, "chars": data.chars, "tags": data.tags, "scheme": data.scheme}
     return {"vocab": data.vocab, "labels": data.labels}

@@ -14,8 +14,10 @@ from spaces._base import Categorical, Component, Fixed, Float, Int, Registry, Sp
 from spaces._space import FamilySpace, Space, Strategy, build_space, categorical_choices, suggest, unflatten
 from spaces.addons import ADDONS
 from spaces.char_encoders import CHAR_ENCODERS
+from spaces.decoders import DECODERS
 from spaces.encoders import ENCODERS
 from spaces.heads import HEADS
+from spaces.loss_terms import LOSS_TERMS
 from spaces.losses import LOSSES
 from spaces.optimizers import OPTIMIZERS
 from spaces.regularizers import REGULARIZERS
@@ -43,8 +45,23 @@ NER = {
     "schedule": SCHEDULES,
 }
 
+# Reading comprehension (BiDAF): the encoder kind and size serve its contextual and modelling
+# layers, add-ons act on the modelling layer, loss terms add a contrastive objective, and the
+# decoder bounds the answer length.
+READING_COMPREHENSION = {
+    "char_encoder": CHAR_ENCODERS,
+    "encoder": ENCODERS,
+    "addons": ADDONS,
+    "loss": LOSSES,
+    "loss_terms": LOSS_TERMS,
+    "decoder": DECODERS,
+    "regularizers": REGULARIZERS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+}
+
 __all__ = [
-    "ADDONS", "CHAR_ENCODERS", "ENCODERS", "HEADS", "LOSSES", "NER", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "ADDONS", "CHAR_ENCODERS", "DECODERS", "ENCODERS", "HEADS", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "FamilySpace", "Fixed", "Float", "Int", "Registry", "Space",
     "SpaceError", "Strategy", "build_space", "categorical_choices", "registry", "suggest", "unflatten",
 ]

@@ -277,7 +277,7 @@ class Strategy:
         return self.toggles.get("regularizers", {})
 
     def summary(self) -> str:
-        """A one-line name such as `char-cnn+bilstm+mhsa+crf / focal / dropout / adamw / cosine`."""
+        """A one-line name such as `char-cnn+bilstm+mhsa+crf / focal / dropout / adamw / cosine` (`focal+infonce` with a loss term)."""
         parts = []
         for family in _MODEL_FAMILIES:
             if family in self.choices:
@@ -286,7 +286,8 @@ class Strategy:
                     parts.append(f"char-{name}" if family == "char_encoder" else name)
             parts += list(self.toggles.get(family, {}))
         regs = "+".join(self.regularizers) or "no-reg"
-        return f"{'+'.join(parts)} / {self.loss[0]} / {regs} / {self.optimizer[0]} / {self.schedule[0]}"
+        loss = "+".join([self.loss[0], *self.toggles.get("loss_terms", {})])
+        return f"{'+'.join(parts)} / {loss} / {regs} / {self.optimizer[0]} / {self.schedule[0]}"
 
     def regularizer(self, name: str, key: str, off: Any = 0.0) -> Any:
         """A regularizer's hyperparameter, or `off` when the regularizer is not used."""

@@ -1,0 +1,622 @@
+"""Reading-comprehension data: SQuAD v1.1 (local JSON files or the hub) encoded into compact arrays.
+
+The search driver calls `load_reading_comprehension` once; the result, a `QaData`, is shipped to
+every trial. Two steps, usable separately:
+
+* `load_squad_splits` reads the official nested JSON (`{"data": [{"title", "paragraphs": [{"context",
+  "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}`, plain or .gz) through
+  `datasets.load_dataset("json", field="data")`, or the hub dataset (`squad`) when no local file is
+  configured or found, and flattens both to one row per question: id, title, context, question,
+  answers {text, answer_start}.
+* `encode_squad` tokenizes with character offsets and packs every split into int arrays.
+
+Rules (each documented here because results depend on them):
+
+* **Split by article.** Splits the files (or the hub) do not provide are carved out of train by
+  article, never by question, so no paragraph is seen in two splits. Articles are taken in order of
+  first appearance, permuted with `numpy.random.default_rng(seed)`; the first
+  `round(fraction x articles)` (at least 1) of the permutation go to test, the next ones to
+  validation, the rest stay in train. A missing validation split is carved with 10% of the articles
+  when the spec gives no fraction.
+* **Subset.** `max_examples` keeps the first N questions of a split, in file order (after the split).
+* **Tokens** are `\\w+` runs and single other non-space characters (`tokenize_with_offsets`), each
+  with its character span, so that a token span maps back to the exact context substring.
+* **Answer alignment.** An answer's characters `[answer_start, answer_start + len(text))` must hold
+  its text in the context; its token span is then the first token ending after its start through
+  the last token starting before its end. It is *exact* when the span's substring equals the text,
+  *inexact* when the answer starts or ends inside a token (e.g. "1990" in "1990s"); both are used.
+  An answer whose text is not at `answer_start`, or that covers no token, is *unalignable*. The
+  counts are in `QaData.source`.
+* **Long contexts.** The model reads at most `max_context_tokens` context tokens. Training
+  questions read a window of that size centred on their answer (clipped to the context); dev and
+  test questions read the first `max_context_tokens` tokens (truncation): an answer beyond them
+  cannot be predicted and scores 0, so EM/F1 are never inflated by dropping questions. Questions
+  keep their first `max_question_tokens` tokens.
+* **Nothing is dropped silently.** A training question without an aligned answer inside its window
+  is left out of training and counted; a dev/test question is always scored against all its gold
+  answers (EM/F1), and left out of the dev loss only when its answer is not in the window (counted).
+
+Memory: contexts are stored once per paragraph, tokens as ids into a table of distinct surface
+forms (each with its word id and character ids), so a trial holds a few int32 arrays; batches are
+built lazily from them. Context strings and token character spans are kept for dev and test only
+(to map predictions back to text).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+from trainables.data import (
+    SPLIT_NAMES,
+    UNK_ID,
+    DataError,
+    _build_vocab,
+    _describe_local_source,
+    _describe_path,
+    _fetch_hub,
+    _HubUnavailable,
+    _local_paths,
+    _missing_data_message,
+    _one_line,
+    _resolve_data_root,
+)
+from trainables.ner_data import _char_codes, _CharTable
+
+DEFAULT_VALIDATION_FRACTION = 0.1
+# Row batch for `datasets` iteration: bounds the Python objects alive while encoding.
+_ROWS_PER_CHUNK = 1000
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+# Type ids 0 and 1 are reserved: padding, and the placeholder token an empty text gets.
+PAD_TYPE, PLACEHOLDER_TYPE = 0, 1
+
+_LIST = getattr(datasets, "List", None) or datasets.Sequence
+SQUAD_FEATURES = datasets.Features({
+    "id": datasets.Value("string"),
+    "title": datasets.Value("string"),
+    "context": datasets.Value("string"),
+    "question": datasets.Value("string"),
+    "answers": {"text": _LIST(datasets.Value("string")), "answer_start": _LIST(datasets.Value("int64"))},
+})
+_EXPECTED_LAYOUT = (
+    'the SQuAD v1.1 layout {"data": [{"title", "paragraphs": [{"context", "qas": '
+    '[{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}'
+)
+
+
+@dataclass(frozen=True)
+class SquadFiles:
+    """Local SQuAD v1.1 JSON files (plain or gzipped), read through `datasets`.
+
+    Attributes:
+        files: Our split name ("train", "validation", "test") -> path, relative to the data root
+            (absolute paths need no data root). "train" is required; missing splits are carved
+            from it by article.
+    """
+
+    files: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.files) - set(SPLIT_NAMES))
+        if unknown:
+            raise DataError(f"SQuAD files name unknown splits {unknown}; expected some of {list(SPLIT_NAMES)}")
+        if "train" not in self.files:
+            raise DataError(f"SQuAD files must include a 'train' file; got splits {sorted(self.files)}")
+
+
+@dataclass(frozen=True)
+class HubSquadSource:
+    """A SQuAD-format dataset on the hub (columns id, title, context, question, answers).
+
+    Attributes:
+        path: Hub dataset id ("squad").
+        name: Dataset config name, if any.
+        splits: Our split name -> hub split name; "squad" has train and validation only.
+    """
+
+    path: str = "squad"
+    name: str | None = None
+    splits: Mapping[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation"})
+
+
+@dataclass(frozen=True)
+class QaDataSpec:
+    """What to load and how to encode it (see the module docstring for the rules).
+
+    Attributes:
+        name: Short dataset name for messages.
+        hub: The hub dataset, tried only when no local file is configured or one is missing.
+        local: Local files under the data root.
+        carve: Split -> fraction of train's articles carved for it when the source lacks it.
+        max_examples: Split -> questions kept (the first N in file order); absent = all.
+        max_context_tokens: Context tokens the model reads (window or truncation).
+        max_question_tokens: Question tokens kept.
+        lowercase_words: Lowercase tokens for the word vocabulary (characters keep their case).
+        min_freq, max_vocab: Word vocabulary from train: words seen at least min_freq times, at
+            most max_vocab entries counting "<pad>" and "<unk>".
+        max_word_length: Characters kept per token for the character encoder.
+    """
+
+    name: str
+    hub: HubSquadSource | None = None
+    local: SquadFiles | None = None
+    carve: Mapping[str, float] = field(default_factory=dict)
+    max_examples: Mapping[str, int] = field(default_factory=dict)
+    max_context_tokens: int = 400
+    max_question_tokens: int = 40
+    lowercase_words: bool = True
+    min_freq: int = 1
+    max_vocab: int = 100_000
+    max_word_length: int = 16
+
+    def __post_init__(self) -> None:
+        if self.hub is None and self.local is None:
+            raise DataError(f"dataset {self.name!r}: neither a hub nor a local source is given")
+        for split, fraction in self.carve.items():
+            if split not in ("validation", "test") or not 0 < fraction < 0.5:
+                raise DataError(f"dataset {self.name!r}: carve {split}={fraction!r}; validation or test with a fraction in (0, 0.5) is accepted")
+        if self.max_context_tokens < 1 or self.max_question_tokens < 1 or self.max_word_length < 1:
+            raise DataError(f"dataset {self.name!r}: max_context_tokens, max_question_tokens and max_word_length must be >= 1")
+
+
+# eq=False: the generated __eq__ would compare numpy arrays.
+@dataclass(frozen=True, eq=False)
+class EncodedQuestions:
+    """One split: paragraphs stored once, questions pointing at them.
+
+    Attributes:
+        context_types: int32, the type id of every context token, paragraphs concatenated.
+        context_offsets: int64 (P+1,); paragraph p is context_types[context_offsets[p]:context_offsets[p+1]].
+        paragraph: int32 (Q,), each question's paragraph.
+        question_types: int32, question tokens concatenated (at most `max_question_tokens` each).
+        question_offsets: int64 (Q+1,).
+        window_start: int32 (Q,), the first context token the model reads for this question.
+        answer_start, answer_end: int32 (Q,), the training span (token indices within the
+            paragraph, inclusive), -1 when no answer is aligned inside the window.
+        ids: Question ids (dev/test only; None for train).
+        answers: Every gold answer text per question (dev/test only).
+        contexts: Paragraph texts (dev/test only).
+        token_spans: int32 (tokens, 2), each context token's [start, end) characters in its
+            paragraph (dev/test only).
+    """
+
+    context_types: np.ndarray
+    context_offsets: np.ndarray
+    paragraph: np.ndarray
+    question_types: np.ndarray
+    question_offsets: np.ndarray
+    window_start: np.ndarray
+    answer_start: np.ndarray
+    answer_end: np.ndarray
+    ids: list[str] | None = None
+    answers: list[list[str]] | None = None
+    contexts: list[str] | None = None
+    token_spans: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.paragraph.shape[0])
+
+    def context_lengths(self) -> np.ndarray:
+        """Tokens each question's model input holds (its window), int64 (Q,)."""
+        return np.diff(self.context_offsets)[self.paragraph] - self.window_start
+
+    def question_lengths(self) -> np.ndarray:
+        return np.diff(self.question_offsets)
+
+    def answer_text(self, question: int, start: int, end: int) -> str:
+        """The exact context substring of tokens [start, end] (paragraph token indices)."""
+        assert self.contexts is not None and self.token_spans is not None, "text is kept for dev/test splits only"
+        paragraph = int(self.paragraph[question])
+        base = int(self.context_offsets[paragraph])
+        return self.contexts[paragraph][int(self.token_spans[base + start, 0]):int(self.token_spans[base + end, 1])]
+
+
+@dataclass(frozen=True, eq=False)
+class QaData:
+    """An encoded reading-comprehension dataset, ready to ship to trials.
+
+    Attributes:
+        train, validation, test: The splits (test may be None).
+        words: Word strings by id; 0 is "<pad>", 1 is "<unk>".
+        chars: Characters by id; 0 is "<pad>", 1 is "<unk>".
+        type_words: int32 (types,), each token type's word id.
+        type_chars: int32 (types, max_word_length), each token type's character ids, 0-padded.
+        max_context_tokens: Context tokens the model reads.
+        source: One line saying where the data came from, the split and the alignment counts.
+    """
+
+    train: EncodedQuestions
+    validation: EncodedQuestions
+    test: EncodedQuestions | None
+    words: list[str]
+    chars: list[str]
+    type_words: np.ndarray
+    type_chars: np.ndarray
+    max_context_tokens: int
+    source: str
+
+    def vocabularies(self) -> dict[str, Any]:
+        """What `search train` writes to vocab.json."""
+        return {"words": self.words, "chars": self.chars, "max_context_tokens": self.max_context_tokens}
+
+
+# --------------------------------------------------------------------------------------------
+# Tokens and alignment
+
+
+def tokenize_with_offsets(text: str) -> tuple[list[str], np.ndarray]:
+    """Tokens (`\\w+` runs, single other non-space characters) and their [start, end) spans, int32 (n, 2)."""
+    tokens, spans = [], []
+    for match in _TOKEN.finditer(text):
+        tokens.append(match.group())
+        spans.append(match.span())
+    return tokens, np.asarray(spans, dtype=np.int32).reshape(-1, 2)
+
+
+def align_answer(context: str, spans: np.ndarray, answer_start: int, text: str) -> tuple[int, int, bool] | None:
+    """(first token, last token, exact) of an answer, or None when it cannot be aligned.
+
+    None when the text is empty, is not found at `answer_start` in the context, or covers no token.
+    `exact` is True when the tokens' substring is the text itself.
+    """
+    answer_end = answer_start + len(text)
+    if not text.strip() or answer_start < 0 or context[answer_start:answer_end] != text:
+        return None
+    first = int(np.searchsorted(spans[:, 1], answer_start, side="right"))
+    last = int(np.searchsorted(spans[:, 0], answer_end, side="left")) - 1
+    if first >= len(spans) or last < first:
+        return None
+    exact = context[spans[first, 0]:spans[last, 1]] == text
+    return first, last, exact
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _flatten_articles(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Articles -> one row per question (the hub's `squad` columns)."""
+    out: dict[str, list[Any]] = {"id": [], "title": [], "context": [], "question": [], "answers": []}
+    for title, paragraphs in zip(batch["title"], batch["paragraphs"]):
+        for paragraph in paragraphs or []:
+            for qa in paragraph["qas"] or []:
+                answers = qa["answers"] or []
+                out["id"].append(qa["id"])
+                out["title"].append(title or "")
+                out["context"].append(paragraph["context"] or "")
+                out["question"].append(qa["question"] or "")
+                out["answers"].append({"text": [a["text"] or "" for a in answers], "answer_start": [a["answer_start"] for a in answers]})
+    return out
+
+
+def _check_layout(features: datasets.Features, path: Path) -> None:
+    """Names the first field of the SQuAD layout the file lacks."""
+
+    def fields_of(feature: Any) -> Mapping[str, Any] | None:
+        inner = getattr(feature, "feature", feature)  # a list of structs
+        return inner if isinstance(inner, Mapping) else None
+
+    required = {
+        "data[]": ("title", "paragraphs"),
+        "data[].paragraphs[]": ("context", "qas"),
+        "data[].paragraphs[].qas[]": ("id", "question", "answers"),
+        "data[].paragraphs[].qas[].answers[]": ("text", "answer_start"),
+    }
+    level: Mapping[str, Any] | None = features
+    for where, keys in required.items():
+        if level is None:
+            raise DataError(f"{path}: `{where}` is not a list of objects; expected {_EXPECTED_LAYOUT}")
+        for key in keys:
+            if key not in level:
+                present = ", ".join(level) or "none"
+                raise DataError(f"{path}: field `{where}.{key}` is missing (fields there: {present}); expected {_EXPECTED_LAYOUT}")
+        child = {"data[]": "paragraphs", "data[].paragraphs[]": "qas", "data[].paragraphs[].qas[]": "answers"}.get(where)
+        level = fields_of(level[child]) if child else None
+
+
+def read_squad_file(path: Path) -> datasets.Dataset:
+    """One SQuAD v1.1 JSON file (plain or .gz) as one row per question; DataError if malformed."""
+    try:
+        articles = datasets.load_dataset("json", data_files=str(path), field="data", split="train")
+    except Exception as error:  # noqa: BLE001 - the library's errors for bad JSON vary; one line for the user
+        raise DataError(f"{path}: not a readable SQuAD v1.1 JSON file ({_one_line(error)}); expected {_EXPECTED_LAYOUT}") from None
+    _check_layout(articles.features, path)
+    start_type = articles.features["paragraphs"].feature["qas"].feature["answers"].feature["answer_start"]
+    if getattr(start_type, "dtype", "") not in ("int64", "int32"):
+        raise DataError(f"{path}: field `data[].paragraphs[].qas[].answers[].answer_start` holds {start_type}; a character offset (integer) is expected")
+    return articles.map(
+        _flatten_articles, batched=True, batch_size=8, remove_columns=articles.column_names, features=SQUAD_FEATURES, desc="Flattening",
+    )
+
+
+def _hub_splits(hub: HubSquadSource, raw: datasets.DatasetDict) -> dict[str, datasets.Dataset]:
+    splits = {}
+    for ours, theirs in hub.splits.items():
+        if theirs not in raw:
+            if ours == "train":
+                raise DataError(f"hub dataset {hub.path} has no split {theirs!r}; it has: {', '.join(raw)}")
+            continue
+        missing = [c for c in SQUAD_FEATURES if c not in raw[theirs].column_names]
+        if missing:
+            raise DataError(f"hub dataset {hub.path}, split {theirs}: no column(s) {missing}; the columns are: {', '.join(raw[theirs].column_names)}")
+        splits[ours] = raw[theirs].select_columns(list(SQUAD_FEATURES))
+    return splits
+
+
+def split_by_article(dataset: datasets.Dataset, fractions: Mapping[str, float], seed: int, name: str) -> tuple[dict[str, datasets.Dataset], str]:
+    """Carves `fractions` (split -> fraction of articles) out of `dataset` by title; the rule is in the module docstring."""
+    titles = dataset.with_format("arrow")["title"].to_numpy(zero_copy_only=False)
+    order_of_first, article_of_row = np.unique(titles, return_index=True, return_inverse=True)[1:]
+    # Articles numbered in order of first appearance, so the split does not depend on title spelling.
+    rank = np.empty(len(order_of_first), dtype=np.int64)
+    rank[np.argsort(order_of_first, kind="stable")] = np.arange(len(order_of_first))
+    article_of_row = rank[article_of_row]
+    count = len(order_of_first)
+    permutation = np.random.default_rng(seed).permutation(count)
+    sizes = {split: max(1, round(fractions[split] * count)) for split in ("test", "validation") if split in fractions}
+    if sum(sizes.values()) >= count:
+        raise DataError(f"dataset {name!r}: train has {count} articles, too few to carve {sizes} articles from it by article")
+    assigned = np.zeros(count, dtype=np.int8)  # 0 train, 1 validation, 2 test
+    position = 0
+    for split, size in sizes.items():
+        assigned[permutation[position:position + size]] = 1 if split == "validation" else 2
+        position += size
+    row_split = assigned[article_of_row]
+    parts = {"train": dataset.select(np.flatnonzero(row_split == 0))}
+    notes = []
+    for split, size in sizes.items():
+        parts[split] = dataset.select(np.flatnonzero(row_split == (1 if split == "validation" else 2)))
+        notes.append(f"{split}: {size} of {count} articles ({len(parts[split])} questions) carved from train by article with seed {seed}")
+    return parts, "; ".join(notes)
+
+
+def load_squad_splits(spec: QaDataSpec, data_root: str | os.PathLike | None, seed: int) -> tuple[dict[str, datasets.Dataset], str]:
+    """The splits, one row per question, and a line saying where they came from.
+
+    Local files are used when every configured file exists; otherwise the hub dataset (only then).
+    Missing validation/test splits are carved from train by article; `max_examples` is applied last.
+    """
+    root = _resolve_data_root(data_root)
+    splits: dict[str, datasets.Dataset] | None = None
+    missing_local: list[str] = []
+    source = ""
+    if spec.local is not None:
+        paths = _local_paths(spec.local, root)
+        missing_local = [_describe_path(key, path, spec.local) for key, path in paths.items() if path is None or not path.exists()]
+        if not missing_local:
+            splits = {split: read_squad_file(path) for split, path in paths.items()}  # type: ignore[arg-type]  # all resolved here
+            source = _describe_local_source(root, paths)
+    hub_error: str | None = None
+    if splits is None and spec.hub is not None:
+        try:
+            raw = _fetch_hub(spec.hub)
+        except _HubUnavailable as error:
+            hub_error = str(error)
+        else:
+            splits = _hub_splits(spec.hub, raw)
+            source = f"hub dataset {spec.hub.path}"
+    if splits is None:
+        raise DataError(_missing_data_message(spec.name, "SQuAD JSON" if spec.local is not None else None, root, data_root, missing_local, hub_error if spec.hub is not None else None))
+
+    fractions = {split: spec.carve.get(split, DEFAULT_VALIDATION_FRACTION if split == "validation" else None) for split in ("validation", "test") if split not in splits}
+    fractions = {split: fraction for split, fraction in fractions.items() if fraction is not None}
+    if fractions:
+        carved, note = split_by_article(splits["train"], fractions, seed, spec.name)
+        splits = {**splits, **carved}
+        source += f"; {note}"
+    for split, limit in spec.max_examples.items():
+        if split in splits and limit < len(splits[split]):
+            source += f"; {split}: first {limit} of {len(splits[split])} questions kept"
+            splits[split] = splits[split].select(range(limit))
+    return {split: splits[split] for split in SPLIT_NAMES if split in splits}, source
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+@dataclass
+class _Counts:
+    """Alignment figures for the source line."""
+
+    exact: int = 0
+    inexact: int = 0
+    unalignable: int = 0
+    outside_window: int = 0
+    questions_unusable: int = 0  # train: left out of training; dev/test: left out of the dev loss
+    questions_truncated: int = 0
+    contexts_truncated: int = 0
+
+
+class _TypeTable:
+    """Distinct token surface forms -> type ids (0 padding, 1 placeholder), counted in train."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.forms: list[str] = ["", ""]
+        self.train_counts: list[int] = [0, 0]
+
+    def encode(self, tokens: list[str], in_train: bool) -> list[int]:
+        if not tokens:
+            return [PLACEHOLDER_TYPE]
+        ids = []
+        for token in tokens:
+            type_id = self.ids.get(token)
+            if type_id is None:
+                type_id = self.ids[token] = len(self.forms)
+                self.forms.append(token)
+                self.train_counts.append(0)
+            if in_train:
+                self.train_counts[type_id] += 1
+            ids.append(type_id)
+        return ids
+
+
+def _encode_split(dataset: datasets.Dataset, split: str, types: _TypeTable, spec: QaDataSpec) -> tuple[EncodedQuestions, _Counts]:
+    in_train = split == "train"
+    keep_text = not in_train
+    counts = _Counts()
+    limit = spec.max_context_tokens
+    context_chunks: list[np.ndarray] = []
+    context_lengths: list[int] = []
+    span_chunks: list[np.ndarray] = []
+    contexts: list[str] = []
+    question_chunks: list[np.ndarray] = []
+    question_lengths: list[int] = []
+    paragraph_ids: list[int] = []
+    windows: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    ids: list[str] = []
+    gold: list[list[str]] = []
+
+    previous: tuple[str, str] | None = None
+    spans = np.zeros((0, 2), dtype=np.int32)
+    context = ""
+    for batch in dataset.iter(batch_size=_ROWS_PER_CHUNK):
+        for title, context_text, question, answers, question_id in zip(batch["title"], batch["context"], batch["question"], batch["answers"], batch["id"]):
+            # Questions of one paragraph are consecutive in SQuAD: the paragraph is encoded once.
+            if previous != (title, context_text):
+                previous, context = (title, context_text), context_text
+                tokens, spans = tokenize_with_offsets(context)
+                if not tokens:
+                    spans = np.zeros((1, 2), dtype=np.int32)
+                context_chunks.append(np.asarray(types.encode(tokens, in_train), dtype=np.int32))
+                context_lengths.append(len(spans))
+                if keep_text:
+                    span_chunks.append(spans)
+                    contexts.append(context)
+                counts.contexts_truncated += len(spans) > limit
+            question_tokens = tokenize_with_offsets(question)[0]
+            counts.questions_truncated += len(question_tokens) > spec.max_question_tokens
+            question_chunks.append(np.asarray(types.encode(question_tokens[: spec.max_question_tokens], in_train), dtype=np.int32))
+            question_lengths.append(len(question_chunks[-1]))
+            paragraph_ids.append(len(context_lengths) - 1)
+
+            span = None
+            for text, answer_start in zip(answers["text"], answers["answer_start"]):
+                aligned = align_answer(context, spans, answer_start, text)
+                if aligned is None:
+                    counts.unalignable += 1
+                    continue
+                counts.exact += aligned[2]
+                counts.inexact += not aligned[2]
+                span = span or aligned[:2]
+            window = 0
+            if span is not None and in_train:
+                first, last = span
+                if last - first + 1 > limit:
+                    span = None
+                else:  # a window of `limit` tokens centred on the answer, clipped to the context
+                    window = max(0, min(len(spans) - limit, (first + last) // 2 - limit // 2))
+            if span is not None and not window <= span[0] <= span[1] < window + limit:
+                counts.outside_window += 1
+                span = None
+            counts.questions_unusable += span is None
+            windows.append(window)
+            starts.append(span[0] if span else -1)
+            ends.append(span[1] if span else -1)
+            if keep_text:
+                ids.append(question_id)
+                gold.append(list(answers["text"]))
+
+    def offsets(lengths: list[int]) -> np.ndarray:
+        out = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out[1:])
+        return out
+
+    encoded = EncodedQuestions(
+        context_types=np.concatenate(context_chunks) if context_chunks else np.zeros(0, np.int32),
+        context_offsets=offsets(context_lengths),
+        paragraph=np.asarray(paragraph_ids, dtype=np.int32),
+        question_types=np.concatenate(question_chunks) if question_chunks else np.zeros(0, np.int32),
+        question_offsets=offsets(question_lengths),
+        window_start=np.asarray(windows, dtype=np.int32),
+        answer_start=np.asarray(starts, dtype=np.int32),
+        answer_end=np.asarray(ends, dtype=np.int32),
+        ids=ids if keep_text else None,
+        answers=gold if keep_text else None,
+        contexts=contexts if keep_text else None,
+        token_spans=np.concatenate(span_chunks) if keep_text and span_chunks else None,
+    )
+    return encoded, counts
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _describe_counts(split: str, counts: _Counts, questions: int, spec: QaDataSpec) -> str:
+    answers = counts.exact + counts.inexact + counts.unalignable
+    line = (
+        f"{split}: {_plural(questions, 'question')}, {_plural(answers, 'answer')} ({counts.exact} exact token spans, "
+        f"{counts.inexact} inside tokens, {counts.unalignable} unalignable)"
+    )
+    if counts.outside_window:
+        line += f", {_plural(counts.outside_window, 'question')} with the answer beyond {spec.max_context_tokens} tokens"
+    if counts.questions_unusable:
+        line += f", {_plural(counts.questions_unusable, 'question')} left out of {'training' if split == 'train' else 'the dev loss (still scored)'}"
+    if counts.contexts_truncated:
+        line += f", {_plural(counts.contexts_truncated, 'context')} over {spec.max_context_tokens} tokens ({'windowed' if split == 'train' else 'truncated'})"
+    return line
+
+
+def encode_squad(splits: Mapping[str, datasets.Dataset], spec: QaDataSpec, source: str = "") -> QaData:
+    """Tokenize and pack every split; vocabularies from the training split only."""
+    for required in ("train", "validation"):
+        if required not in splits:
+            raise DataError(f"dataset {spec.name!r}: no {required} split (have: {', '.join(splits)})")
+    types = _TypeTable()
+    encoded: dict[str, EncodedQuestions] = {}
+    notes = []
+    train_types = 0
+    for split in SPLIT_NAMES:  # train first: the type table counts train occurrences
+        if split not in splits:
+            continue
+        if len(splits[split]) == 0:
+            raise DataError(f"dataset {spec.name!r}: the {split} split has no questions")
+        encoded[split], counts = _encode_split(splits[split], split, types, spec)
+        notes.append(_describe_counts(split, counts, len(encoded[split]), spec))
+        if split == "train":
+            train_types = len(types.forms)
+    if int((encoded["train"].answer_start >= 0).sum()) == 0:
+        raise DataError(f"dataset {spec.name!r}: no training question has an answer that can be aligned to the context")
+
+    train_forms = types.forms[2:train_types]
+    word_counts: Counter[str] = Counter()
+    for form, count in zip(train_forms, types.train_counts[2:train_types]):
+        word_counts[form.lower() if spec.lowercase_words else form] += count
+    words = _build_vocab(word_counts, spec.min_freq, spec.max_vocab)
+    word_ids = {word: index for index, word in enumerate(words)}
+    forms = [form.lower() for form in types.forms] if spec.lowercase_words else types.forms
+    type_words = np.fromiter((word_ids.get(form, UNK_ID) for form in forms), dtype=np.int32, count=len(forms))
+    type_words[PAD_TYPE] = 0
+
+    chars = _CharTable(_char_codes(train_forms, spec.max_word_length)[0])
+    codes, lengths = _char_codes(types.forms, spec.max_word_length)
+    type_chars = np.zeros((len(types.forms), spec.max_word_length), dtype=np.int32)
+    rows = np.repeat(np.arange(len(types.forms)), lengths)
+    cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    type_chars[rows, cols] = chars.lookup(codes)
+    type_chars[PLACEHOLDER_TYPE, 0] = UNK_ID
+    return QaData(
+        train=encoded["train"], validation=encoded["validation"], test=encoded.get("test"),
+        words=words, chars=chars.chars, type_words=type_words, type_chars=type_chars,
+        max_context_tokens=spec.max_context_tokens,
+        source="; ".join([source, *notes]) if source else "; ".join(notes),
+    )
+
+
+def load_reading_comprehension(spec: QaDataSpec, data_root: str | os.PathLike | None = None, seed: int = 0) -> QaData:
+    """Load (`load_squad_splits`) and encode (`encode_squad`) a SQuAD-format dataset."""
+    splits, source = load_squad_splits(spec, data_root, seed)
+    return encode_squad(splits, spec, source)
+

@@ -13,7 +13,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import TRAINING_ITERATION
 
-from search.searcher import result_epoch
+from search.searcher import RESUME_FROM_KEY, result_epoch
 from spaces import Strategy
 
 
@@ -49,7 +49,8 @@ class ProgressPrinter(Callback):
             strategy = Strategy.from_config(trial.config).summary()
         except (KeyError, TypeError):
             strategy = ""
-        self._line(trial, f"started   {strategy}")
+        resumed = " (re-queued; resumes from its last checkpoint)" if RESUME_FROM_KEY in trial.config else ""
+        self._line(trial, f"started   {strategy}{resumed}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "trial_error" in result:

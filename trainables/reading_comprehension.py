@@ -163,7 +163,7 @@ def train_reading_comprehension(
     rng = np.random.default_rng(settings.seed)
 
     modules = {"model": model, "optimization": optimization, "loss": loss_fn}
-    first_epoch = _loop.resume(modules, rng) if in_tune else 1
+    first_epoch = _loop.resume(modules, rng, settings.resume_from) if in_tune else 1
 
     param_count = _loop.count_parameters(model)
     for epoch in range(first_epoch, settings.max_epochs + 1):

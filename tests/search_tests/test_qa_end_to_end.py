@@ -57,7 +57,7 @@ def test_qa_search_records_em_f1_curves_and_test_scores(ray_session, tmp_path: P
     study_file = tmp_path / "tinyqa.yaml"
     study_file.write_text(qa_study_yaml(f"sqlite:///{db}"))
 
-    summary = run_search(load_study_file(study_file), data_root=shared_data, results_dir=tmp_path / "ray_results", verbose=0, log=lambda _: None)
+    summary = run_search(load_study_file(study_file), data_root=shared_data, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
 
     study = optuna.load_study(study_name="tinyqa", storage=f"sqlite:///{db}")
     assert study.user_attrs["task"] == "reading_comprehension"

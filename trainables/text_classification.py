@@ -90,6 +90,7 @@ def train_text_classification(
     first_epoch = _loop.resume(modules, rng) if in_tune else 1
 
     param_count = _loop.count_parameters(model)
+    trial_seconds = 0.0  # training + dev evaluation since this (re)start: the trial's own work
     for epoch in range(first_epoch, settings.max_epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -108,12 +109,16 @@ def train_text_classification(
 
         dev = evaluate(model, data.validation, device, precision)
         optimization.end_epoch(dev[settings.metric])
+        epoch_seconds = time.perf_counter() - started
+        trial_seconds += epoch_seconds
         metrics = {
             **dev,
             "train_loss": loss_total / examples,
             "epoch": epoch,
             "param_count": param_count,
             "train_seconds": train_seconds,
+            "epoch_seconds": epoch_seconds,
+            "trial_seconds": trial_seconds,
             "lr": optimization.lr,
         }
         _loop.report_epoch(report, metrics, settings, modules, rng, epoch)

@@ -118,10 +118,14 @@ def _jsonable(value: Any) -> Any:
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
     """TPE that models the conditional branches jointly (`group`) and spreads concurrent trials
-    apart (`constant_liar`): the space is define-by-run and several trials run at once."""
+    apart (`constant_liar`): the space is define-by-run and several trials run at once. It models
+    the 50 best and the 200 most recent trials (`BoundedTPESampler`): plain TPE reads every trial
+    at every sample, so the driver's cost per trial grew with the study (bench/scale.py)."""
+    from search.sampler import BoundedTPESampler
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        return BoundedTPESampler(window=200, keep_best=50, seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
 def describe_strategy(config: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,21 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def _process_name(pid: int) -> str:
+    """A short name: `ray::A`-style titles as they are, else the script or binary's file name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
+    except OSError:
+        return "?"
+    if not argv:
+        return "?"
+    if argv[0].startswith("ray::"):
+        return argv[0].split()[0]
+    scripts = [part for part in argv[1:] if part.endswith(".py")]
+    return os.path.basename(scripts[0] if scripts else argv[0])
+
+
 def _memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) of one process in KiB. PSS splits shared pages (torch's libraries, the object
     store) among the processes that map them, so the sum over a tree counts each page once."""
@@ -103,13 +118,21 @@ class TreeMemory:
         self.peak_pss_kib = 0
         self.peak_rss_kib = 0
         self.peak_processes = 0
+        self.peak_breakdown: dict[str, int] = {}  # process name -> PSS KiB, at the peak sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def sample(self) -> None:
         pids = process_tree(os.getpid())
         totals = [_memory_kib(pid) for pid in pids]
-        self.peak_pss_kib = max(self.peak_pss_kib, sum(p for p, _ in totals))
+        pss = sum(p for p, _ in totals)
+        if pss > self.peak_pss_kib:
+            self.peak_pss_kib = pss
+            breakdown: dict[str, int] = {}
+            for pid, (p, _) in zip(pids, totals):
+                name = "driver" if pid == os.getpid() else _process_name(pid)
+                breakdown[name] = breakdown.get(name, 0) + p
+            self.peak_breakdown = breakdown
         self.peak_rss_kib = max(self.peak_rss_kib, sum(r for _, r in totals))
         self.peak_processes = max(self.peak_processes, len(pids))
 
@@ -128,6 +151,11 @@ class TreeMemory:
         if self._thread is not None:
             self._thread.join()
         self.sample()
+
+    def describe_peak(self) -> str:
+        """`name MiB, ...` at the peak, largest first (processes of one name summed)."""
+        items = sorted(self.peak_breakdown.items(), key=lambda item: -item[1])
+        return ", ".join(f"{name} {kib / 1024:.0f}" for name, kib in items)
 
     @property
     def peak_pss_gib(self) -> float:

@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as `python bench/overhead.py` without installing the project
 
-from bench._common import (  # noqa: E402
+from bench._common import (  # noqa: E402, I001
     DEFAULT_DATA_ROOT, TreeMemory, quiet_ray_environment, require_sst2, result_line, sst2_study, sst2_subset,
 )
 
@@ -161,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet_ray_environment()
     require_sst2(args.data_root)
 
+    import datasets
     import torch
 
     from search.config import parse_study
 
+    datasets.disable_progress_bars()  # as `search run` does
     torch.set_num_threads(1)  # plain trials share this process; each trial also sets 1 thread itself
     print(f"overhead: {args.trials} trials, up to {args.max_epochs} epochs, {args.concurrency} at a time, "
           f"ASHA grace 1 / reduction {args.reduction_factor}, {args.train_sentences} SST-2 sentences; "
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{figures['busy_s']:.1f} s inside trials, efficiency {figures['efficiency']:.3f}, "
                       f"overhead {figures['overhead_per_trial_s']:.2f} s/trial, peak {tree.peak_pss_gib:.2f} GiB PSS "
                       f"({tree.peak_rss_gib:.2f} GiB RSS sum, {tree.peak_processes} processes)", flush=True)
+                print(f"round {round_}: {side:<6} peak PSS by process, MiB: {tree.describe_peak()}", flush=True)
 
     def median(side: str, key: str) -> float:
         return statistics.median(float(row[key]) for row in rows[side])

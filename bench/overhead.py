@@ -5,7 +5,8 @@ Both sides run the same trainable (`trainables.text_classification`, a small Tex
 epochs and concurrency, in this one process, one after the other:
 
 - plain: `optuna.create_study(...).optimize(objective, n_jobs=concurrency)` with Optuna's
-  `SuccessiveHalvingPruner` (same grace period and reduction factor as ASHA), no checkpoints;
+  `SuccessiveHalvingPruner` (same grace period and reduction factor as ASHA), the engine's SQLite
+  settings (`search.engine.open_storage`), no checkpoints;
 - engine: `search.engine.run_search` itself, as `search run` calls it (Ray started and stopped by it,
   checkpoints every epoch, every trial recorded in the study's SQLite file).
 
@@ -73,7 +74,7 @@ def run_plain(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
     """Plain Optuna in this process: the same trainable, sampler and budget; SuccessiveHalvingPruner."""
     import optuna
 
-    from search.engine import make_sampler
+    from search.engine import make_sampler, open_storage
     from spaces import Strategy, suggest, unflatten
     from trainables._loop import TrialSettings
 
@@ -106,7 +107,7 @@ def run_plain(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=config.name, storage=f"sqlite:///{folder / 'plain.db'}", direction=config.direction,
+        study_name=config.name, storage=open_storage(config.storage), direction=config.direction,
         sampler=make_sampler(config.seed),
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=config.asha.grace_period, reduction_factor=int(config.asha.reduction_factor)),
     )

@@ -53,17 +53,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage.
 
     SQLite: writers wait up to 60 s for a busy database instead of failing at once, and the file
-    is put in WAL mode so that readers (the dashboard, `search status`) never block the search's
-    writes. Servers (PostgreSQL, MySQL): connections are checked before use, so that a search
-    outlives a database restart or an idle-connection timeout.
+    is in WAL mode (see `_sqlite_wal`) so that readers (the dashboard, `search status`) never
+    block the search's writes. Servers (PostgreSQL, MySQL): connections are checked before use, so
+    that a search outlives a database restart or an idle-connection timeout.
     """
     sqlite = url.startswith("sqlite")
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        if sqlite and not url.rstrip("/").endswith(":memory:"):
-            with storage.engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        if sqlite:
+            _sqlite_wal(storage)
         return storage
     except Exception as error:  # sqlalchemy / driver errors: report them in one line
         raise SearchError(f"cannot open the storage {display_url(url)}: {type(error).__name__}: {_first_line(error)}") from None
@@ -77,6 +76,23 @@ def display_url(url: str) -> str:
         return repr(sqlalchemy.engine.make_url(url).render_as_string(hide_password=True))
     except Exception:
         return repr(url)
+
+
+def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
+    """WAL journal, synchronous=NORMAL: a commit no longer waits for the disk (fsync), which made
+    the driver spend 10-30 ms on each of the ~30 commits a trial makes (bench/scale.py), and readers
+    (the dashboard, `search status`) no longer block the search's writes. A crash of the process
+    loses nothing; a power cut may lose the last commits."""
+    import sqlalchemy
+
+    def pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections made while Optuna created its tables get the pragmas too
 
 
 def _first_line(error: BaseException) -> str:
@@ -142,10 +158,14 @@ def _jsonable(value: Any) -> Any:
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
     """TPE that models the conditional branches jointly (`group`) and spreads concurrent trials
-    apart (`constant_liar`): the space is define-by-run and several trials run at once."""
+    apart (`constant_liar`): the space is define-by-run and several trials run at once. It models
+    the 50 best and the 200 most recent trials (`BoundedTPESampler`): plain TPE reads every trial
+    at every sample, so the driver's cost per trial grew with the study (bench/scale.py)."""
+    from search.sampler import BoundedTPESampler
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        return BoundedTPESampler(window=200, keep_best=50, seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
 def describe_strategy(config: dict[str, Any]) -> dict[str, Any]:

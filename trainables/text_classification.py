@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 
 from spaces._space import Strategy
@@ -41,6 +40,19 @@ def batches(split: EncodedSplit, batch_size: int, *, shuffle: bool, rng: np.rand
         yield tokens_t, tokens_t != 0, torch.from_numpy(split.labels[index])
 
 
+def macro_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes in gold or predictions (as scikit-learn's
+    `f1_score(average="macro", zero_division=0)`); numpy only, so a trial's worker never imports
+    scikit-learn and SciPy (about 60 MiB and a second per worker)."""
+    classes = np.union1d(gold, predicted)
+    scores = []
+    for label in classes:
+        true_positive = np.sum((predicted == label) & (gold == label))
+        denominator = np.sum(predicted == label) + np.sum(gold == label)
+        scores.append(2 * true_positive / denominator if denominator else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: EncodedSplit, device: torch.device, precision: _loop.Precision) -> dict[str, float]:
     model.eval()
@@ -54,7 +66,7 @@ def evaluate(model: nn.Module, split: EncodedSplit, device: torch.device, precis
     predicted, gold = np.concatenate(predictions), np.concatenate(golds)
     return {
         "accuracy": float((predicted == gold).mean()),
-        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(gold, predicted),
         "loss": loss_sum / len(gold),
     }
 
@@ -90,6 +102,7 @@ def train_text_classification(
     first_epoch = _loop.resume(modules, rng, settings.resume_from) if in_tune else 1
 
     param_count = _loop.count_parameters(model)
+    trial_seconds = 0.0  # training + dev evaluation since this (re)start: the trial's own work
     for epoch in range(first_epoch, settings.max_epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -108,12 +121,16 @@ def train_text_classification(
 
         dev = evaluate(model, data.validation, device, precision)
         optimization.end_epoch(dev[settings.metric])
+        epoch_seconds = time.perf_counter() - started
+        trial_seconds += epoch_seconds
         metrics = {
             **dev,
             "train_loss": loss_total / examples,
             "epoch": epoch,
             "param_count": param_count,
             "train_seconds": train_seconds,
+            "epoch_seconds": epoch_seconds,
+            "trial_seconds": trial_seconds,
             "lr": optimization.lr,
         }
         _loop.report_epoch(report, metrics, settings, modules, rng, epoch)

@@ -61,3 +61,15 @@ def test_divergence_raises_a_clear_error(toy_data) -> None:
     diverging = config(regularizers={"l2": {"enabled": True, "coefficient": float("inf")}})
     with pytest.raises(FloatingPointError, match="training diverged: loss is inf at epoch 1, step 0"):
         train_text_classification(diverging, toy_data, TrialSettings(metric="accuracy", mode="max", max_epochs=2), lambda m, d: None)
+
+
+def test_macro_f1_matches_scikit_learn() -> None:
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from trainables.text_classification import macro_f1
+
+    rng = np.random.default_rng(0)
+    for classes in (2, 3, 5):
+        gold, predicted = rng.integers(0, classes, 60), rng.integers(0, classes - 1, 60)  # one class never predicted
+        assert macro_f1(gold, predicted) == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=0))

@@ -1,0 +1,220 @@
+"""What the benchmarks share: memory of a process tree, the RESULT line, the study they run, the data.
+
+Private to `bench/`; each benchmark stays one readable script.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
+SST2_FILES = {"train": "sentence/sst2/stsa.binary.train", "validation": "sentence/sst2/stsa.binary.dev", "test": "sentence/sst2/stsa.binary.test"}
+GIB = 1024**3
+
+
+def quiet_ray_environment() -> None:
+    """Closed network, no usage stats, no token warning, no excessive-sync warning."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def result_line(figures: dict[str, Any]) -> str:
+    """`RESULT name=value ...`: floats with 4 significant digits, no spaces inside values."""
+    parts = []
+    for name, value in figures.items():
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        parts.append(f"{name}={text.replace(' ', '_')}")
+    return "RESULT " + " ".join(parts)
+
+
+def parse_result_line(text: str) -> dict[str, str]:
+    """The figures of the last RESULT line in `text` (what a script reading a benchmark does)."""
+    lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise ValueError("no RESULT line")
+    return dict(part.split("=", 1) for part in lines[-1].split()[1:])
+
+
+# ---- memory of a process tree -------------------------------------------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # the process ended meanwhile
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants (Ray's GCS, raylet and workers when the driver started Ray)."""
+    children, tree, stack = _children_map(), [], [root]
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, ()))
+    return tree
+
+
+def _process_name(pid: int) -> str:
+    """A short name: `ray::A`-style titles as they are, else the script or binary's file name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
+    except OSError:
+        return "?"
+    if not argv:
+        return "?"
+    if argv[0].startswith("ray::"):
+        return argv[0].split()[0]
+    scripts = [part for part in argv[1:] if part.endswith(".py")]
+    return os.path.basename(scripts[0] if scripts else argv[0])
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in KiB. PSS splits shared pages (torch's libraries, the object
+    store) among the processes that map them, so the sum over a tree counts each page once."""
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+    except OSError:
+        pass
+    return pss, rss
+
+
+class TreeMemory:
+    """Samples the memory of this process and its descendants in a background thread; keeps the peak.
+
+    Linux only (reads /proc). `peak_pss_gib` is the figure the benchmarks report; `peak_rss_gib`
+    (the sum of RSS, shared pages counted once per process) is printed beside it for reference.
+    """
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        self.interval_s = interval_s
+        self.peak_pss_kib = 0
+        self.peak_rss_kib = 0
+        self.peak_processes = 0
+        self.peak_breakdown: dict[str, int] = {}  # process name -> PSS KiB, at the peak sample
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        pids = process_tree(os.getpid())
+        totals = [_memory_kib(pid) for pid in pids]
+        pss = sum(p for p, _ in totals)
+        if pss > self.peak_pss_kib:
+            self.peak_pss_kib = pss
+            breakdown: dict[str, int] = {}
+            for pid, (p, _) in zip(pids, totals):
+                name = "driver" if pid == os.getpid() else _process_name(pid)
+                breakdown[name] = breakdown.get(name, 0) + p
+            self.peak_breakdown = breakdown
+        self.peak_rss_kib = max(self.peak_rss_kib, sum(r for _, r in totals))
+        self.peak_processes = max(self.peak_processes, len(pids))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> TreeMemory:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+    def describe_peak(self) -> str:
+        """`name MiB, ...` at the peak, largest first (processes of one name summed)."""
+        items = sorted(self.peak_breakdown.items(), key=lambda item: -item[1])
+        return ", ".join(f"{name} {kib / 1024:.0f}" for name, kib in items)
+
+    @property
+    def peak_pss_gib(self) -> float:
+        return self.peak_pss_kib * 1024 / GIB
+
+    @property
+    def peak_rss_gib(self) -> float:
+        return self.peak_rss_kib * 1024 / GIB
+
+
+# ---- data and studies ---------------------------------------------------------------------------
+
+
+def require_sst2(data_root: Path) -> None:
+    """Exits with status 2 and the reason when the SST-2 files are not under `data_root`."""
+    missing = [path for path in SST2_FILES.values() if not (data_root / path).is_file()]
+    if missing:
+        print(f"error: SST-2 not found under {data_root} (missing {', '.join(missing)}); pass --data-root DIR "
+              "(the folder holding sentence/sst2/, ../shared/data beside the repository by default)", file=sys.stderr)
+        sys.exit(2)
+
+
+def sst2_subset(data_root: Path, folder: Path, train_sentences: int | None) -> Path:
+    """A data root holding SST-2 with only the first `train_sentences` training sentences (all of
+    dev and test), so that an epoch takes the time a benchmark wants. Returns the new data root."""
+    for split, relative in SST2_FILES.items():
+        source, target = data_root / relative, folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lines = source.read_bytes().splitlines(keepends=True)
+        if split == "train" and train_sentences is not None:
+            lines = lines[:train_sentences]
+        target.write_bytes(b"".join(lines))
+    return folder
+
+
+def sst2_study(name: str, *, storage: str, trials: int, max_epochs: int, concurrency: int, seed: int,
+               space: dict[str, Any], grace_period: int = 1, reduction_factor: int = 3, gpu: float = 0.0,
+               max_length: int = 50) -> dict[str, Any]:
+    """A study file's content (as `yaml.safe_load` would give it) for a text-classification search on SST-2."""
+    return {
+        "name": name,
+        "task": "text_classification",
+        "seed": seed,
+        "data": {"name": "sst2", "local": {"format": "label_text", "files": dict(SST2_FILES)}, "max_length": max_length},
+        "metric": "accuracy",
+        "direction": "maximize",
+        "budget": {"trials": trials, "max_epochs": max_epochs, "concurrency": concurrency, "resources": {"cpu": 1, "gpu": gpu}},
+        "asha": {"grace_period": grace_period, "reduction_factor": reduction_factor},
+        "storage": storage,
+        "space": space,
+    }
+
+
+@contextmanager
+def timer() -> Iterator[dict[str, float]]:
+    """`with timer() as t: ...` then `t["seconds"]`."""
+    box: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box["seconds"] = time.perf_counter() - started

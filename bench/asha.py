@@ -75,7 +75,7 @@ def run_side(config: Any, trials: list[dict[str, Any]], data_root: Path, folder:
     for params in trials:
         study.enqueue_trial(params)
     started = time.perf_counter()
-    run_search(config, data_root=data_root, results_dir=folder / "ray_results", ray_temp_dir=folder / "ray",
+    run_search(config, data_root=data_root, storage_path=folder / "ray_results", ray_temp_dir=folder / "ray",
                log=lambda line: print(f"  {label} | {line}", flush=True) if "progress:" in line or "test:" in line else None)
     seconds = time.perf_counter() - started
     study = optuna.load_study(study_name=config.name, storage=config.storage)

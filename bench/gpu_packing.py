@@ -54,7 +54,7 @@ def run_packing(per_gpu: int, args: argparse.Namespace, root: Path) -> dict[str,
     raw = sst2_study(f"packing-{per_gpu}", storage=f"sqlite:///{root / 'packing.db'}", trials=trials, max_epochs=args.epochs,
                      concurrency=per_gpu, seed=0, space=SPACE, grace_period=args.epochs, gpu=1.0 / per_gpu)
     config = parse_study(raw, f"bench/gpu_packing.py ({per_gpu} per GPU)", f"packing-{per_gpu}")
-    run_search(config, data_root=args.data_root, results_dir=root / f"ray_results-{per_gpu}", ray_temp_dir=root / f"ray-{per_gpu}",
+    run_search(config, data_root=args.data_root, storage_path=root / f"ray_results-{per_gpu}", ray_temp_dir=root / f"ray-{per_gpu}",
                log=lambda line: print(f"  {per_gpu} per GPU | {line}", flush=True) if "progress:" in line or "note:" in line else None)
     study = optuna.load_study(study_name=config.name, storage=config.storage)
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]

@@ -125,7 +125,7 @@ def run_engine(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
     from search.engine import run_search
 
     started = time.perf_counter()
-    summary = run_search(config, data_root=data_root, results_dir=folder / "ray_results", ray_temp_dir=folder / "ray",
+    summary = run_search(config, data_root=data_root, storage_path=folder / "ray_results", ray_temp_dir=folder / "ray",
                          log=lambda line: print(f"  engine | {line}", flush=True))
     call = time.perf_counter() - started
     study = optuna.load_study(study_name=config.name, storage=config.storage)

@@ -95,7 +95,7 @@ def run_size(base: Any, storage: str, size: int, concurrency: int, epochs: int, 
     config = apply_overrides(base, storage=storage, study_name=name, trials=size, max_epochs=epochs, concurrency=concurrency)
     started = time.perf_counter()
     with SearcherTimers() as timers:
-        run_search(config, data_root=data_root, results_dir=folder / "ray_results", ray_temp_dir=folder / "ray",
+        run_search(config, data_root=data_root, storage_path=folder / "ray_results", ray_temp_dir=folder / "ray",
                    trainable=noop_trainable, verbose=0, log=lambda _line: None)
     call = time.perf_counter() - started
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)

@@ -42,6 +42,9 @@ class Budget:
     # Ray restarts a trial from its last checkpoint this many times when its worker or node is
     # lost. Errors raised by the training code itself are not retried (they would recur).
     max_failures: int = 2
+    # A trial checkpoints when this many seconds passed since its last checkpoint, and after its
+    # last epoch: a kill costs at most this much work plus the epoch in flight.
+    checkpoint_every_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -329,7 +332,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         raise top.fail("direction", f"{direction!r} contradicts the metric: {metric} is to {natural}")
 
     budget_reader = top.section("budget")
-    budget_reader.check_keys(("trials", "max_epochs", "concurrency", "resources", "max_failures"))
+    budget_reader.check_keys(("trials", "max_epochs", "concurrency", "resources", "max_failures", "checkpoint_every_s"))
     resources = budget_reader.section("resources", required=False) or _Reader(path, {}, "budget.resources.")
     resources.check_keys(("cpu", "gpu"))
     gpus = resources.number("gpu", 0, minimum=0.0)
@@ -342,6 +345,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         cpus_per_trial=resources.number("cpu", 1, minimum=0.0, exclusive=True),
         gpus_per_trial=gpus,
         max_failures=budget_reader.integer("max_failures", 2, minimum=0),
+        checkpoint_every_s=budget_reader.number("checkpoint_every_s", 10.0, minimum=0.0),
     )
 
     asha_reader = top.section("asha", required=False) or _Reader(path, {}, "asha.")

@@ -6,12 +6,10 @@ or touched, so that a bad input leaves the database as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import socket
 import time
-import traceback
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from optuna.trial import TrialState
 
 from search import recovery
 from search.config import StudyConfig
+from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
 from trainables._loop import TrialSettings
 from trainables.data import DataError
@@ -251,6 +250,7 @@ def run_search(
         settings = TrialSettings(
             metric=config.metric, mode=config.mode, max_epochs=config.budget.max_epochs,
             seed=config.seed, threads=max(1, int(config.budget.cpus_per_trial)),
+            checkpoint_every_s=config.budget.checkpoint_every_s,
         )
         progress = [ProgressPrinter(config.metric, config.mode, config.budget.max_epochs, remaining, searcher.trial_number, log)] if verbose else []
         runnable = tune.with_parameters(guard_trial(trainable or task.trainable), data=data, settings=settings)
@@ -322,47 +322,6 @@ def _score_best_on_test(config: StudyConfig, task: Any, storage: Any, data: Any,
     study.set_user_attr("best_trial_test", {"trial": best.number, **metrics})
     log(f"test: best trial {best.number} scores {config.metric} {metrics[config.metric]:.4f} on the test split")
     return metrics
-
-
-def guard_trial(trainable: Callable[..., None]) -> Callable[..., None]:
-    """The task's trainable as Ray runs it.
-
-    An exception in the training code (a bug, a NaN loss, CUDA out of memory) ends the trial with
-    a last result that carries the error, instead of reaching Ray as a crash: Ray would retry it
-    (`max_failures` is for lost workers) and it would fail the same way again. The searcher then
-    records the trial FAIL with the error. A re-queued trial's checkpoint arrives in the config
-    and is handed to the loop as `settings.resume_from`.
-    """
-    from search.searcher import RESUME_FROM_KEY
-
-    def trial(config: dict[str, Any], data: Any, settings: TrialSettings) -> None:
-        from ray import tune
-
-        config = dict(config)
-        resume_from = config.pop(RESUME_FROM_KEY, None)
-        if resume_from:
-            settings = dataclasses.replace(settings, resume_from=resume_from)
-        try:
-            trainable(config, data=data, settings=settings)
-        except Exception as error:
-            summary = (f"{type(error).__name__}: {error}".strip().splitlines() or [type(error).__name__])[0][:1000]
-            tail = traceback.format_exc()[-4000:]
-            del error  # frees the failed step's tensors before the next trial reuses this worker
-            _release_accelerator_memory()
-            tune.report({settings.metric: float("nan"), "trial_error": summary, "trial_traceback": tail})
-
-    trial.__name__ = trial.__qualname__ = getattr(trainable, "__name__", "trial")
-    return trial
-
-
-def _release_accelerator_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def check_ray_address(address: str) -> None:

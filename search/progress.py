@@ -13,7 +13,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import TRAINING_ITERATION
 
-from search.searcher import RESUME_FROM_KEY, result_epoch
+from search.searcher import result_epoch
+from search.trial import RESUME_FROM_KEY
 from spaces import Strategy
 
 

@@ -10,7 +10,7 @@ last epoch among the intermediate values (Tune does not pass the stopping result
 - a crashed trial is FAIL, with the error in the user attribute `error` (the failure text comes
   from a Tune callback, which Tune calls right after the searcher);
 - a trial whose trainable caught its own error (`trial_error` in its last result, see
-  `search.engine.guard_trial`) is FAIL with that error: an exception, NaN or out-of-memory is
+  `search.trial.guard_trial`) is FAIL with that error: an exception, NaN or out-of-memory is
   deterministic, so it is not retried (Ray retries only lost workers, from the checkpoint);
 - user attributes: the resolved config, a strategy summary, parameter count, epochs trained,
   wall time, final metrics, and a one-line `state_reason`; `driver`, `heartbeat` and the last
@@ -36,6 +36,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from search import recovery
+from search.trial import RESUME_FROM_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ _NOT_METRICS = {
     "node_ip", "time_since_restore", "iterations_since_restore", "config", "experiment_tag",
     "trial_error", "trial_traceback",
 }
-# Config key through which a re-queued trial learns its checkpoint (the trial wrapper removes it).
-RESUME_FROM_KEY = "_resume_from"
 
 
 def result_epoch(result: Mapping[str, Any]) -> int:

@@ -77,7 +77,10 @@ def sentiment_root(tmp_path: Path) -> Path:
     return root
 
 
-def toy_study_yaml(storage: str, *, trials: int = 4, max_epochs: int = 3, concurrency: int = 2, name: str = "toy", extra_space: str = "") -> str:
+def toy_study_yaml(
+    storage: str, *, trials: int = 4, max_epochs: int = 3, concurrency: int = 2, name: str = "toy", extra_space: str = "",
+    checkpoint_every_s: float = 10.0,
+) -> str:
     return f"""# test study
 name: {name}
 task: text_classification
@@ -95,6 +98,7 @@ budget:
   max_epochs: {max_epochs}
   concurrency: {concurrency}
   resources: {{cpu: 1, gpu: 0}}
+  checkpoint_every_s: {checkpoint_every_s}
 asha:
   grace_period: 1
   reduction_factor: 2

@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,9 @@ class TrialSettings:
     threads: int = 1
     mixed_precision: bool = True  # used on GPU only
     checkpoint: bool = True
+    # Checkpoint when this many seconds have passed since the last one (and always after the last
+    # epoch): fast epochs are not all written out, slow ones are. 0: after every epoch.
+    checkpoint_every_s: float = 0.0
     resume_from: str | None = None  # checkpoint of an interrupted earlier run of this trial
 
 
@@ -181,13 +185,35 @@ def resume(modules: dict[str, Any], rng: np.random.Generator, resume_from: str |
 def report_epoch(
     report: Reporter, metrics: dict[str, Any], settings: TrialSettings, modules: dict[str, Any], rng: np.random.Generator, epoch: int,
 ) -> None:
-    """Reports one epoch, with a checkpoint of `modules` and `rng` unless checkpoints are off."""
+    """Reports one epoch, with a checkpoint of `modules` and `rng` when one is due."""
     state = None
-    if settings.checkpoint:
+    if settings.checkpoint and _checkpoint_clock.due(settings, epoch):
         state = {name: module.state_dict() for name, module in modules.items()}
         state.update(rng=rng.bit_generator.state, epoch=epoch)
     with checkpoint_dir(state) as directory:
         report(metrics, directory)
+    if state is not None:
+        _checkpoint_clock.written()
+
+
+class _CheckpointClock:
+    """When the running trial last wrote a checkpoint. A worker runs one trial at a time
+    (`start_trial` resets it), so one clock per process is enough."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._last = time.monotonic()
+
+    def due(self, settings: TrialSettings, epoch: int) -> bool:
+        return epoch >= settings.max_epochs or time.monotonic() - self._last >= settings.checkpoint_every_s
+
+    def written(self) -> None:
+        self._last = time.monotonic()
+
+
+_checkpoint_clock = _CheckpointClock()
 
 
 def start_trial(settings: TrialSettings, report: Reporter | None) -> tuple[Reporter, bool]:
@@ -195,6 +221,7 @@ def start_trial(settings: TrialSettings, report: Reporter | None) -> tuple[Repor
     Returns the reporter and whether the trial runs under Tune."""
     torch.set_num_threads(settings.threads)
     seed_everything(settings.seed)
+    _checkpoint_clock.reset()
     return (report, False) if report is not None else (ray_reporter(), True)
 
 

@@ -16,6 +16,7 @@ Two steps, usable separately:
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import re
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import datasets
 import numpy as np
+
+from trainables._lazy import lazy_import
 
 DATA_ROOT_ENV = "SEARCH_DATA_ROOT"
 LOCAL_FORMATS = ("label_text", "csv", "tsv", "json", "aclimdb")
@@ -45,7 +47,12 @@ DEFAULT_VALIDATION_FRACTION = 0.1
 # Seconds allowed for the hub connectivity probe (see `_hub_unreachable_reason`).
 HUB_PROBE_TIMEOUT_S = 3.0
 
-_STRING_FEATURES = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("string")})
+datasets = lazy_import("datasets")
+
+
+@functools.cache
+def string_features() -> datasets.Features:
+    return datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("string")})
 # `<br />` is how aclImdb (and the hub's imdb) mark paragraph breaks; it is markup, not words.
 _BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # A word (letters/digits/underscore), optionally with one apostrophe suffix ("it's", "n't"), or a
@@ -466,11 +473,11 @@ def _aclimdb_examples(path: str, stamp: str) -> Iterator[dict[str, str]]:
 
 
 def _from_generator(
-    generator: Any, gen_kwargs: dict[str, Any], where: str, features: datasets.Features = _STRING_FEATURES
+    generator: Any, gen_kwargs: dict[str, Any], where: str, features: datasets.Features | None = None
 ) -> datasets.Dataset:
     """`Dataset.from_generator`, with our DataError surfacing instead of the library's wrapper."""
     try:
-        return datasets.Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs)
+        return datasets.Dataset.from_generator(generator, features=features or string_features(), gen_kwargs=gen_kwargs)
     except DataError:
         raise
     except Exception as error:  # noqa: BLE001 - datasets wraps generator errors; unwrap ours
@@ -511,7 +518,7 @@ def _read_aclimdb(location: Path) -> dict[str, datasets.Dataset]:
         folder = location / "aclImdb" if (location / "aclImdb").is_dir() else location
         if not (folder / "train").is_dir():
             raise DataError(empty)
-    features = datasets.Features({**_STRING_FEATURES, "split": datasets.Value("string")})
+    features = datasets.Features({**string_features(), "split": datasets.Value("string")})
     try:
         reviews = _from_generator(
             _aclimdb_examples, {"path": str(location), "stamp": _file_stamp(location)}, str(location), features
@@ -577,7 +584,7 @@ def _normalize_columns(dataset: datasets.Dataset, text_column: str, label_column
         }
 
     return dataset.map(
-        convert, batched=True, remove_columns=dataset.column_names, features=_STRING_FEATURES, desc="Reading"
+        convert, batched=True, remove_columns=dataset.column_names, features=string_features(), desc="Reading"
     )
 
 

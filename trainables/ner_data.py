@@ -17,6 +17,7 @@ The data-root resolution, hub probe, caching and carving are those of `trainable
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -24,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trainables._lazy import lazy_import
 from trainables.data import (
     PAD_TOKEN,
     SPLIT_NAMES,
@@ -49,6 +50,8 @@ from trainables.data import (
     _resolve_data_root,
 )
 
+datasets = lazy_import("datasets")
+
 SCHEMES = ("iob1", "iob2", "bioes")
 # Schemes a model is trained and evaluated in; IOB1 is only ever a file format.
 TARGET_SCHEMES = ("iob2", "bioes")
@@ -58,8 +61,10 @@ _PREFIXES = {"iob1": ("B", "I"), "iob2": ("B", "I"), "bioes": ("B", "I", "E", "S
 # Tag-set order within a type: the order the prefixes occur in an entity.
 _PREFIX_ORDER = {"B": 0, "I": 1, "E": 2, "S": 3}
 # `datasets.List` is the 4.x+ name; `Sequence` builds the same feature on 3.x.
-_LIST = getattr(datasets, "List", None) or datasets.Sequence
-_NER_FEATURES = datasets.Features({"tokens": _LIST(datasets.Value("string")), "tags": _LIST(datasets.Value("string"))})
+@functools.cache
+def ner_features() -> datasets.Features:
+    sequence = getattr(datasets, "List", None) or datasets.Sequence
+    return datasets.Features({"tokens": sequence(datasets.Value("string")), "tags": sequence(datasets.Value("string"))})
 
 
 @dataclass(frozen=True)
@@ -410,7 +415,7 @@ def _read_conll_split(local: ConllSource, path: Path, target: str) -> datasets.D
         "scheme": local.scheme,
         "target": target,
     }
-    return _from_generator(_conll_examples, gen_kwargs, str(path), _NER_FEATURES)
+    return _from_generator(_conll_examples, gen_kwargs, str(path), ner_features())
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,7 +489,7 @@ def _normalize_hub_split(dataset: datasets.Dataset, hub: HubNerSource, target: s
         with_indices=True,
         batched=True,
         remove_columns=dataset.column_names,
-        features=_NER_FEATURES,
+        features=ner_features(),
         desc="Reading",
     )
 

@@ -44,6 +44,7 @@ built lazily from them. Context strings and token character spans are kept for d
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import Counter
@@ -52,9 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 
+from trainables._lazy import lazy_import
 from trainables.data import (
     SPLIT_NAMES,
     UNK_ID,
@@ -71,6 +72,8 @@ from trainables.data import (
 )
 from trainables.ner_data import _char_codes, _CharTable
 
+datasets = lazy_import("datasets")
+
 DEFAULT_VALIDATION_FRACTION = 0.1
 # Row batch for `datasets` iteration: bounds the Python objects alive while encoding.
 _ROWS_PER_CHUNK = 1000
@@ -78,14 +81,18 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 # Type ids 0 and 1 are reserved: padding, and the placeholder token an empty text gets.
 PAD_TYPE, PLACEHOLDER_TYPE = 0, 1
 
-_LIST = getattr(datasets, "List", None) or datasets.Sequence
-SQUAD_FEATURES = datasets.Features({
-    "id": datasets.Value("string"),
-    "title": datasets.Value("string"),
-    "context": datasets.Value("string"),
-    "question": datasets.Value("string"),
-    "answers": {"text": _LIST(datasets.Value("string")), "answer_start": _LIST(datasets.Value("int64"))},
-})
+
+@functools.cache
+def squad_features() -> datasets.Features:
+    sequence = getattr(datasets, "List", None) or datasets.Sequence
+    return datasets.Features({
+        "id": datasets.Value("string"),
+        "title": datasets.Value("string"),
+        "context": datasets.Value("string"),
+        "question": datasets.Value("string"),
+        "answers": {"text": sequence(datasets.Value("string")), "answer_start": sequence(datasets.Value("int64"))},
+    })
+
 _EXPECTED_LAYOUT = (
     'the SQuAD v1.1 layout {"data": [{"title", "paragraphs": [{"context", "qas": '
     '[{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}'
@@ -333,7 +340,7 @@ def read_squad_file(path: Path) -> datasets.Dataset:
     if getattr(start_type, "dtype", "") not in ("int64", "int32"):
         raise DataError(f"{path}: field `data[].paragraphs[].qas[].answers[].answer_start` holds {start_type}; a character offset (integer) is expected")
     return articles.map(
-        _flatten_articles, batched=True, batch_size=8, remove_columns=articles.column_names, features=SQUAD_FEATURES, desc="Flattening",
+        _flatten_articles, batched=True, batch_size=8, remove_columns=articles.column_names, features=squad_features(), desc="Flattening",
     )
 
 
@@ -344,10 +351,10 @@ def _hub_splits(hub: HubSquadSource, raw: datasets.DatasetDict) -> dict[str, dat
             if ours == "train":
                 raise DataError(f"hub dataset {hub.path} has no split {theirs!r}; it has: {', '.join(raw)}")
             continue
-        missing = [c for c in SQUAD_FEATURES if c not in raw[theirs].column_names]
+        missing = [c for c in squad_features() if c not in raw[theirs].column_names]
         if missing:
             raise DataError(f"hub dataset {hub.path}, split {theirs}: no column(s) {missing}; the columns are: {', '.join(raw[theirs].column_names)}")
-        splits[ours] = raw[theirs].select_columns(list(SQUAD_FEATURES))
+        splits[ours] = raw[theirs].select_columns(list(squad_features()))
     return splits
 
 

@@ -58,7 +58,7 @@ def test_worker_node_lost_mid_trial_finishes_from_its_checkpoint(tmp_path: Path,
 
     db = tmp_path / "cluster.db"
     study_file = tmp_path / "toy.yaml"
-    study_file.write_text(toy_study_yaml(f"sqlite:///{db}", trials=1, max_epochs=MAX_EPOCHS, concurrency=1))
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}", trials=1, max_epochs=MAX_EPOCHS, concurrency=1, checkpoint_every_s=0))
     process = subprocess.Popen(
         [sys.executable, "-m", "search.cli", "run", str(study_file), "--data-root", str(data_root),
          "--address", cluster.address, "--storage-path", str(tmp_path / "shared_results")],

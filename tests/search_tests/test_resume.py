@@ -49,7 +49,7 @@ def test_sigkilled_driver_then_run_again_finishes_the_study(tmp_path: Path, sent
     db = tmp_path / "killed.db"
     storage = f"sqlite:///{db}"
     study_file = tmp_path / "toy.yaml"
-    study_file.write_text(toy_study_yaml(storage, trials=TRIALS, max_epochs=MAX_EPOCHS, concurrency=2))
+    study_file.write_text(toy_study_yaml(storage, trials=TRIALS, max_epochs=MAX_EPOCHS, concurrency=2, checkpoint_every_s=0))
     args = ["run", str(study_file), "--data-root", str(sentiment_root), "--storage-path", str(tmp_path / "ray_results")]
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
 

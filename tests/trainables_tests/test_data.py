@@ -122,7 +122,7 @@ def test_csv_tsv_json_read_named_columns(tmp_path: Path) -> None:
         assert _texts(splits["train"]) == expected_texts, fmt
         assert list(splits["train"]["label"]) == expected_labels, fmt
         assert len(splits["validation"]) == 1, fmt
-        assert splits["train"].features == data_module._STRING_FEATURES, fmt
+        assert splits["train"].features == data_module.string_features(), fmt
 
 
 def test_missing_column_names_file_column_and_existing_columns(tmp_path: Path) -> None:

@@ -121,7 +121,9 @@ def prepare_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -> 
         _check_space_compatible(existing, config)
         return existing
     study = optuna.create_study(study_name=config.name, storage=storage, direction=config.direction)
-    study.set_metric_names([config.metric])  # the dashboard then labels values "accuracy", not "Objective 0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([config.metric])  # the dashboard then labels values "accuracy", not "Objective 0"
     study.set_user_attr("task", config.task)
     study.set_user_attr("metric", config.metric)
     study.set_user_attr("study_file", config.path)
@@ -216,10 +218,17 @@ def run_search(
     # two arenas cut a reused worker's memory by about a third (bench/overhead.py).
     worker_env = {"env_vars": {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}}
     if owns_ray and address:
+        _use_cluster_token()
         try:
             ray.init(address=address, log_to_driver=verbose >= 2, configure_logging=False, runtime_env=worker_env)
         except Exception as error:  # ConnectionError, version mismatch, ...: one line, no traceback
-            raise SearchError(f"cannot join the Ray cluster at {address!r}: {type(error).__name__}: {_first_line(error)}") from None
+            hint = ""
+            if "auth" in str(error).lower() or "auth" in type(error).__name__.lower():
+                hint = (
+                    "; the cluster asks for its authentication token: put it in ~/.ray/auth_token (or "
+                    "$RAY_AUTH_TOKEN_PATH, or $RAY_AUTH_TOKEN) here as on every node, and set RAY_AUTH_MODE=token"
+                )
+            raise SearchError(f"cannot join the Ray cluster at {address!r}: {type(error).__name__}: {_first_line(error)}{hint}") from None
         log(f"ray: joined the cluster at {address} ({_describe_cluster(ray.cluster_resources())})")
     elif owns_ray:
         ray.init(
@@ -343,6 +352,17 @@ def check_ray_address(address: str) -> None:
             f"the Ray cluster at {address!r} does not answer ({error.strerror or error}); start its head with "
             f"`ray start --head --port={port}` or give the address `ray start --head` printed"
         ) from None
+
+
+def _use_cluster_token() -> None:
+    """`ray start --head` turns Ray's token authentication on, but a process that joins the cluster
+    sends the token only in token mode: where a token is at hand and the mode is not set, use it
+    (what Ray itself does for a local `ray.init`)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _describe_cluster(resources: dict[str, float]) -> str:

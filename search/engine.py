@@ -194,6 +194,7 @@ def run_search(
     task = config.get_task()
     if address:
         check_ray_address(address)
+        _use_cluster_token()  # before Ray reads its configuration
 
     # 1) data and storage first: nothing is written before both are known to be good.
     log(f"data: loading {config.data.name} ...")
@@ -218,15 +219,14 @@ def run_search(
     # two arenas cut a reused worker's memory by about a third (bench/overhead.py).
     worker_env = {"env_vars": {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}}
     if owns_ray and address:
-        _use_cluster_token()
         try:
             ray.init(address=address, log_to_driver=verbose >= 2, configure_logging=False, runtime_env=worker_env)
         except Exception as error:  # ConnectionError, version mismatch, ...: one line, no traceback
             hint = ""
-            if "auth" in str(error).lower() or "auth" in type(error).__name__.lower():
+            if os.environ.get("RAY_AUTH_MODE") != "token":
                 hint = (
-                    "; the cluster asks for its authentication token: put it in ~/.ray/auth_token (or "
-                    "$RAY_AUTH_TOKEN_PATH, or $RAY_AUTH_TOKEN) here as on every node, and set RAY_AUTH_MODE=token"
+                    "; if the cluster uses Ray's token authentication (`ray start --head` turns it on), put its "
+                    "token in ~/.ray/auth_token (or $RAY_AUTH_TOKEN_PATH, or $RAY_AUTH_TOKEN) here as on every node"
                 )
             raise SearchError(f"cannot join the Ray cluster at {address!r}: {type(error).__name__}: {_first_line(error)}{hint}") from None
         log(f"ray: joined the cluster at {address} ({_describe_cluster(ray.cluster_resources())})")

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 server: Any = None
                 url = f"sqlite:///{root / 'scale.db'}"
             else:
-                server = postgres_server(root / "postgres")
+                server = postgres_server()
                 try:
                     url = server.__enter__()
                 except (PostgresUnavailable, RuntimeError) as error:

@@ -58,13 +58,22 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """
     sqlite = url.startswith("sqlite")
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        if sqlite:
-            _sqlite_wal(storage)
-        return storage
-    except Exception as error:  # sqlalchemy / driver errors: report them in one line
-        raise SearchError(f"cannot open the storage {display_url(url)}: {type(error).__name__}: {_first_line(error)}") from None
+    for attempt in range(3):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            if sqlite:
+                _sqlite_wal(storage)
+            return storage
+        except Exception as error:  # sqlalchemy / driver errors: report them in one line
+            import sqlalchemy
+
+            # Two searches starting at once on a new database both create Optuna's tables; the
+            # slower one fails on the server's catalog: the tables exist now, so open it again.
+            if isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) and attempt < 2:
+                time.sleep(0.5 + attempt)
+                continue
+            raise SearchError(f"cannot open the storage {display_url(url)}: {type(error).__name__}: {_first_line(error)}") from None
+    raise AssertionError("unreachable")
 
 
 def display_url(url: str) -> str:
@@ -194,7 +203,6 @@ def run_search(
     task = config.get_task()
     if address:
         check_ray_address(address)
-        _use_cluster_token()  # before Ray reads its configuration
 
     # 1) data and storage first: nothing is written before both are known to be good.
     log(f"data: loading {config.data.name} ...")
@@ -225,8 +233,8 @@ def run_search(
             hint = ""
             if os.environ.get("RAY_AUTH_MODE") != "token":
                 hint = (
-                    "; if the cluster uses Ray's token authentication (`ray start --head` turns it on), put its "
-                    "token in ~/.ray/auth_token (or $RAY_AUTH_TOKEN_PATH, or $RAY_AUTH_TOKEN) here as on every node"
+                    "; if the cluster uses Ray's token authentication (`ray start --head` turns it on), run with "
+                    "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token (or $RAY_AUTH_TOKEN_PATH, or $RAY_AUTH_TOKEN)"
                 )
             raise SearchError(f"cannot join the Ray cluster at {address!r}: {type(error).__name__}: {_first_line(error)}{hint}") from None
         log(f"ray: joined the cluster at {address} ({_describe_cluster(ray.cluster_resources())})")
@@ -352,17 +360,6 @@ def check_ray_address(address: str) -> None:
             f"the Ray cluster at {address!r} does not answer ({error.strerror or error}); start its head with "
             f"`ray start --head --port={port}` or give the address `ray start --head` printed"
         ) from None
-
-
-def _use_cluster_token() -> None:
-    """`ray start --head` turns Ray's token authentication on, but a process that joins the cluster
-    sends the token only in token mode: where a token is at hand and the mode is not set, use it
-    (what Ray itself does for a local `ray.init`)."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _describe_cluster(resources: dict[str, float]) -> str:

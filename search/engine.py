@@ -58,22 +58,24 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """
     sqlite = url.startswith("sqlite")
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    for attempt in range(3):
+    import sqlalchemy
+
+    attempts = 3
+    for attempt in range(1, attempts + 1):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-            if sqlite:
-                _sqlite_wal(storage)
-            return storage
-        except Exception as error:  # sqlalchemy / driver errors: report them in one line
-            import sqlalchemy
-
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             # Two searches starting at once on a new database both create Optuna's tables; the
             # slower one fails on the server's catalog: the tables exist now, so open it again.
-            if isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) and attempt < 2:
-                time.sleep(0.5 + attempt)
-                continue
+            if attempt == attempts:
+                raise SearchError(f"cannot open the storage {display_url(url)}: {type(error).__name__}: {_first_line(error)}") from None
+            time.sleep(0.5 * attempt)
+        except Exception as error:  # sqlalchemy / driver errors: report them in one line
             raise SearchError(f"cannot open the storage {display_url(url)}: {type(error).__name__}: {_first_line(error)}") from None
-    raise AssertionError("unreachable")
+    if sqlite:
+        _sqlite_wal(storage)
+    return storage
 
 
 def display_url(url: str) -> str:

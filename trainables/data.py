@@ -145,11 +145,16 @@ class LocalSource:
                     f"got {dict(self.files)}"
                 )
         else:
-            unknown = sorted(set(self.files) - set(SPLIT_NAMES))
-            if unknown:
-                raise DataError(f"local files name unknown splits {unknown}; expected some of {list(SPLIT_NAMES)}")
-            if "train" not in self.files:
-                raise DataError(f"local files must include a 'train' file; got splits {sorted(self.files)}")
+            check_split_files(self.files, "local files")
+
+
+def check_split_files(files: Mapping[str, str], what: str) -> None:
+    """Split name -> file mappings of every task: known split names, and a train file."""
+    unknown = sorted(set(files) - set(SPLIT_NAMES))
+    if unknown:
+        raise DataError(f"{what} name unknown splits {unknown}; expected some of {list(SPLIT_NAMES)}")
+    if "train" not in files:
+        raise DataError(f"{what} must include a 'train' file; got splits {sorted(files)}")
 
 
 @dataclass(frozen=True)

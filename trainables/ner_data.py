@@ -48,6 +48,7 @@ from trainables.data import (
     _local_paths,
     _missing_data_message,
     _resolve_data_root,
+    check_split_files,
 )
 
 datasets = lazy_import("datasets")
@@ -88,11 +89,7 @@ class ConllSource:
     def __post_init__(self) -> None:
         if not self.files:
             raise DataError("CoNLL data source lists no files")
-        unknown = sorted(set(self.files) - set(SPLIT_NAMES))
-        if unknown:
-            raise DataError(f"CoNLL files name unknown splits {unknown}; expected some of {list(SPLIT_NAMES)}")
-        if "train" not in self.files:
-            raise DataError(f"CoNLL files must include a 'train' file; got splits {sorted(self.files)}")
+        check_split_files(self.files, "CoNLL files")
         _check_scheme(self.scheme, SCHEMES, "CoNLL files' tag scheme")
         if self.token_column == self.tag_column:
             raise DataError(f"CoNLL token and tag columns are the same column ({self.token_column})")

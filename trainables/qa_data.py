@@ -69,6 +69,7 @@ from trainables.data import (
     _missing_data_message,
     _one_line,
     _resolve_data_root,
+    check_split_files,
 )
 from trainables.ner_data import _char_codes, _CharTable
 
@@ -112,11 +113,7 @@ class SquadFiles:
     files: Mapping[str, str]
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.files) - set(SPLIT_NAMES))
-        if unknown:
-            raise DataError(f"SQuAD files name unknown splits {unknown}; expected some of {list(SPLIT_NAMES)}")
-        if "train" not in self.files:
-            raise DataError(f"SQuAD files must include a 'train' file; got splits {sorted(self.files)}")
+        check_split_files(self.files, "SQuAD files")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -164,6 +164,27 @@ class Optimization:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.precision.scaler.load_state_dict(state["scaler"])
+
+
+class Training(NamedTuple):
+    optimization: Optimization
+    rng: np.random.Generator
+    modules: dict[str, Any]  # what a checkpoint saves and a resume loads
+    first_epoch: int
+    param_count: int
+
+
+def prepare_training(
+    strategy: Strategy, model: nn.Module, loss_fn: nn.Module, settings: TrialSettings,
+    steps_per_epoch: int, precision: Precision, metric_mode: str, in_tune: bool,
+) -> Training:
+    """What every task's loop sets up once its model is built: the optimization, the data order's
+    random generator, and, under Tune, the state of the checkpoint it resumes from."""
+    optimization = Optimization(strategy, model, settings, steps_per_epoch, precision, metric_mode)
+    rng = np.random.default_rng(settings.seed)
+    modules = {"model": model, "optimization": optimization, "loss": loss_fn}
+    first_epoch = resume(modules, rng, settings.resume_from) if in_tune else 1
+    return Training(optimization, rng, modules, first_epoch, count_parameters(model))
 
 
 def resume(modules: dict[str, Any], rng: np.random.Generator, resume_from: str | None = None) -> int:

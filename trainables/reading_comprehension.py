@@ -159,13 +159,9 @@ def train_reading_comprehension(
     strategy, model, loss_fn, contrastive, device, precision = _build(config, data, settings)
     trainable = np.flatnonzero(data.train.answer_start >= 0)
     steps_per_epoch = math.ceil(len(trainable) / strategy.batch_size)
-    optimization = _loop.Optimization(strategy, model, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode))
-    rng = np.random.default_rng(settings.seed)
-
-    modules = {"model": model, "optimization": optimization, "loss": loss_fn}
-    first_epoch = _loop.resume(modules, rng, settings.resume_from) if in_tune else 1
-
-    param_count = _loop.count_parameters(model)
+    optimization, rng, modules, first_epoch, param_count = _loop.prepare_training(
+        strategy, model, loss_fn, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode), in_tune,
+    )
     for epoch in range(first_epoch, settings.max_epochs + 1):
         started = time.perf_counter()
         model.train()

@@ -95,13 +95,9 @@ def train_text_classification(
     report, in_tune = _loop.start_trial(settings, report)
     strategy, model, loss_fn, device, precision = _build(config, data, settings)
     steps_per_epoch = math.ceil(len(data.train) / strategy.batch_size)
-    optimization = _loop.Optimization(strategy, model, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode))
-    rng = np.random.default_rng(settings.seed)
-
-    modules = {"model": model, "optimization": optimization, "loss": loss_fn}
-    first_epoch = _loop.resume(modules, rng, settings.resume_from) if in_tune else 1
-
-    param_count = _loop.count_parameters(model)
+    optimization, rng, modules, first_epoch, param_count = _loop.prepare_training(
+        strategy, model, loss_fn, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode), in_tune,
+    )
     trial_seconds = 0.0  # training + dev evaluation since this (re)start: the trial's own work
     for epoch in range(first_epoch, settings.max_epochs + 1):
         started = time.perf_counter()

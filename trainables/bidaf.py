@@ -23,7 +23,7 @@ from spaces._space import Strategy
 from spaces.addons import ADDONS
 from spaces.char_encoders import CHAR_ENCODERS
 from spaces.encoders import ENCODERS
-from trainables.models import TokenDropout, random_word_embedding
+from trainables.models import TokenDropout, random_word_embedding, word_and_char_features
 
 
 @dataclass
@@ -78,12 +78,7 @@ class BiDAF(nn.Module):
         self.end = nn.Linear(4 * d + end_encoder.output_dim, 1)
 
     def embed(self, words: torch.Tensor, chars: torch.Tensor) -> torch.Tensor:
-        x = self.word_embedding(words)
-        if self.char_encoder is not None:
-            batch, length, width = chars.shape
-            spelled = self.char_encoder(chars.reshape(batch * length, width)).reshape(batch, length, -1)
-            x = torch.cat([x, spelled.to(x.dtype)], dim=-1)
-        return self.embedding_dropout(x)
+        return self.embedding_dropout(word_and_char_features(self.word_embedding, self.char_encoder, words, chars))
 
     def forward(
         self,

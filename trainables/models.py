@@ -55,6 +55,17 @@ def random_word_embedding(num_words: int, dim: int) -> nn.Embedding:
     return embedding
 
 
+def word_and_char_features(word_embedding: nn.Embedding, char_encoder: nn.Module | None, words: torch.Tensor, chars: torch.Tensor) -> torch.Tensor:
+    """Each token's word embedding, followed by its spelling's encoding when there is a char
+    encoder: words [B, T], chars [B, T, W] -> [B, T, word dim (+ char dim)]."""
+    x = word_embedding(words)
+    if char_encoder is None:
+        return x
+    batch, length, width = chars.shape
+    spelled = char_encoder(chars.reshape(batch * length, width)).reshape(batch, length, -1)
+    return torch.cat([x, spelled.to(x.dtype)], dim=-1)
+
+
 def build_text_classifier(strategy: Strategy, vocab_size: int, num_classes: int) -> TextClassifier:
     dropout = strategy.regularizer("dropout", "p")
     embedding = random_word_embedding(vocab_size, strategy.embedding_dim)

@@ -17,7 +17,7 @@ from spaces.addons import ADDONS
 from spaces.char_encoders import CHAR_ENCODERS
 from spaces.encoders import ENCODERS
 from trainables.crf import CRF, transition_constraints
-from trainables.models import TokenDropout, random_word_embedding
+from trainables.models import TokenDropout, random_word_embedding, word_and_char_features
 
 
 class Tagger(nn.Module):
@@ -43,11 +43,7 @@ class Tagger(nn.Module):
         self.crf = crf
 
     def emissions(self, words: torch.Tensor, chars: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.word_embedding(words)
-        if self.char_encoder is not None:
-            batch, length, width = chars.shape
-            spelled = self.char_encoder(chars.reshape(batch * length, width)).reshape(batch, length, -1)
-            x = torch.cat([x, spelled.to(x.dtype)], dim=-1)
+        x = word_and_char_features(self.word_embedding, self.char_encoder, words, chars)
         x = self.encoder(self.embedding_dropout(x), mask)
         for addon in self.addons:
             x = addon(x, mask)

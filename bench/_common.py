@@ -218,3 +218,15 @@ def timer() -> Iterator[dict[str, float]]:
         yield box
     finally:
         box["seconds"] = time.perf_counter() - started
+
+
+def trial_figures(study: Any) -> dict[str, float]:
+    """Trials, epochs trained, time inside trials and the search span, read from an Optuna study."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    busy = sum(float(t.user_attrs.get("metrics", {}).get("trial_seconds", 0.0)) for t in trials)
+    epochs = sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials)
+    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    return {"trials": len(trials), "epochs": epochs, "busy_s": busy, "span_s": span, "states": states}

@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as `python bench/gpu_packing.py` without installing the project
 
-from bench._common import DEFAULT_DATA_ROOT, quiet_ray_environment, require_sst2, result_line, sst2_study  # noqa: E402
+from bench._common import DEFAULT_DATA_ROOT, quiet_ray_environment, require_sst2, result_line, sst2_study, trial_figures  # noqa: E402
 
 # One fixed strategy: the catalogue's TextCNN size (embedding 300, 100 filters per kernel), Adam.
 SPACE: dict[str, Any] = {
@@ -57,14 +57,12 @@ def run_packing(per_gpu: int, args: argparse.Namespace, root: Path) -> dict[str,
     run_search(config, data_root=args.data_root, storage_path=root / f"ray_results-{per_gpu}", ray_temp_dir=root / f"ray-{per_gpu}",
                log=lambda line: print(f"  {per_gpu} per GPU | {line}", flush=True) if "progress:" in line or "note:" in line else None)
     study = optuna.load_study(study_name=config.name, storage=config.storage)
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    failed = [t for t in finished if t.state.name == "FAIL"]
+    failed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL"]
     if failed:
         raise RuntimeError(f"{len(failed)} trials failed at {per_gpu} per GPU, e.g.: {failed[0].user_attrs.get('error')}")
-    span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
-    examples = sum(int(t.user_attrs.get("epochs_trained", 0)) for t in finished) * args.train_examples
-    busy = sum(float(t.user_attrs.get("metrics", {}).get("trial_seconds", 0.0)) for t in finished)
-    return {"span_s": span, "examples_per_s": examples / span, "inside_s": busy, "trials": len(finished)}
+    figures = trial_figures(study)
+    examples = figures["epochs"] * args.train_examples
+    return {"span_s": figures["span_s"], "examples_per_s": examples / figures["span_s"], "inside_s": figures["busy_s"], "trials": figures["trials"]}
 
 
 def main(argv: list[str] | None = None) -> int:

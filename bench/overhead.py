@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as `python bench/overhead.py` without installing the project
 
 from bench._common import (  # noqa: E402, I001
+    trial_figures,
     DEFAULT_DATA_ROOT, TreeMemory, quiet_ray_environment, require_sst2, result_line, sst2_study, sst2_subset,
 )
 
@@ -53,18 +54,6 @@ SPACE: dict[str, Any] = {
     "batch_size": [32, 64],
     "embedding_dim": 64,
 }
-
-
-def trial_figures(study: Any) -> dict[str, float]:
-    """Trials, epochs trained, time inside trials and the search span, read from an Optuna study."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    busy = sum(float(t.user_attrs.get("metrics", {}).get("trial_seconds", 0.0)) for t in trials)
-    epochs = sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials)
-    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    states: dict[str, int] = {}
-    for t in trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    return {"trials": len(trials), "epochs": epochs, "busy_s": busy, "span_s": span, "states": states}
 
 
 # ---- plain side ---------------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class TreeMemory:
         self.peak_pss_kib = 0
         self.peak_rss_kib = 0
         self.peak_processes = 0
+        self.start_pss_kib = 0  # the tree when sampling began
         self.peak_breakdown: dict[str, int] = {}  # process name -> PSS KiB, at the peak sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -142,6 +143,7 @@ class TreeMemory:
 
     def __enter__(self) -> TreeMemory:
         self.sample()
+        self.start_pss_kib = self.peak_pss_kib
         self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
         self._thread.start()
         return self
@@ -220,13 +222,51 @@ def timer() -> Iterator[dict[str, float]]:
         box["seconds"] = time.perf_counter() - started
 
 
-def trial_figures(study: Any) -> dict[str, float]:
-    """Trials, epochs trained, time inside trials and the search span, read from an Optuna study."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    busy = sum(float(t.user_attrs.get("metrics", {}).get("trial_seconds", 0.0)) for t in trials)
+def idle_slot_seconds(intervals: list[tuple[float, float]], concurrency: int) -> tuple[float, float]:
+    """Slot time with no trial in it, from each trial's (asked, told) in seconds: (before the last
+    trial was asked, after it). The first is time lost between trials; the second is the end of the
+    search, when the budget is spent and the slots empty one by one while the last trials finish."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    last_ask = max(start for start, _ in intervals)
+    before = after = 0.0
+    running, now = 0, events[0][0]
+    for moment, change in events:
+        idle = max(0, concurrency - running)
+        if moment > now:
+            split = min(max(last_ask, now), moment)  # the part of [now, moment] before the last ask
+            before += idle * (split - now)
+            after += idle * (moment - split)
+            now = moment
+        running += change
+    return before, after
+
+
+def trial_figures(study: Any, concurrency: int = 1) -> dict[str, Any]:
+    """Trials, epochs trained, time inside trials and the search span, read from an Optuna study.
+
+    Where the rest of `concurrency x span` went: `held_s` sums each trial's time from asked to
+    told; slot time with no trial at all is split into `gap_idle_s` (before the last trial was
+    asked: between a trial told and the next asked) and `tail_idle_s` (after: the end of the
+    search); `held_s - busy_s` is time a trial held a slot without training (worker start-up,
+    imports, model set-up, result round trips), split into the first `concurrency` trials (one per
+    slot: they pay the start-up) and the mean over the rest (`steady_trial_overhead_s`)."""
+    trials = sorted((t for t in study.get_trials(deepcopy=False) if t.state.is_finished()), key=lambda t: t.number)
+    inside = [float(t.user_attrs.get("metrics", {}).get("trial_seconds", 0.0)) for t in trials]
+    origin = min(t.datetime_start for t in trials)
+    intervals = [((t.datetime_start - origin).total_seconds(), (t.datetime_complete - origin).total_seconds()) for t in trials]
+    held = [end - start for start, end in intervals]
+    busy = sum(inside)
     epochs = sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials)
-    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    span = max(end for _, end in intervals)
     states: dict[str, int] = {}
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
-    return {"trials": len(trials), "epochs": epochs, "busy_s": busy, "span_s": span, "states": states}
+    gap_idle, tail_idle = idle_slot_seconds(intervals, concurrency)
+    not_training = [h - i for h, i in zip(held, inside)]
+    rest = not_training[concurrency:]
+    return {
+        "trials": len(trials), "epochs": epochs, "busy_s": busy, "span_s": span, "states": states,
+        "held_s": sum(held), "gap_idle_s": gap_idle, "tail_idle_s": tail_idle,
+        "first_trials_overhead_s": sum(not_training[:concurrency]),
+        "steady_trial_overhead_s": sum(rest) / len(rest) if rest else 0.0,
+    }

@@ -7,14 +7,17 @@ studies (`optuna.Study.enqueue_trial`), so the sampler's adaptivity cannot make 
 Each trial is seeded identically on both sides, so a trial ASHA keeps trains exactly as it does
 without early stopping.
 
-- ASHA: the engine's scheduler with grace period 1 and reduction factor 3 (the study default);
+- ASHA: the engine's scheduler with grace period 1 and reduction factor 3 (the study default), or
+  each of `--reduction-factors`, all on the same trials;
 - no early stopping: the same scheduler with grace period = max epochs (no rung before the end).
 
 Printed: epochs trained as a fraction of the full budget (trials x max epochs), the best dev
-accuracy of each side (completed trials, last epoch), and the gap in points. Targets: at most 40%
-of the epochs, best score within 0.5 point.
+accuracy of each side (completed trials, last epoch), and the gap in points. `--draws N` repeats
+this with N seeds (N draws of trials) and reports the means: one draw of 16 trials, scored on 872
+dev sentences, does not settle a gap of half a point. Targets: at most 40% of the epochs, best
+score within 0.5 point.
 
-    python bench/asha.py [--trials 16] [--max-epochs 6] [--concurrency 2] [--reduction-factor 3]
+    python bench/asha.py [--draws 1] [--trials 16] [--max-epochs 6] [--concurrency 2] [--reduction-factors 3]
 
 The last line is `RESULT ...` for scripts.
 """
@@ -91,64 +94,105 @@ def run_side(config: Any, trials: list[dict[str, Any]], data_root: Path, folder:
     }
 
 
+def run_draw(args: argparse.Namespace, seed: int, data_root: Path, root: Path) -> dict[str, dict[str, Any]]:
+    """One draw of trials, run without early stopping and with ASHA at each reduction factor."""
+    from search.config import parse_study
+
+    sides: dict[str, dict[str, Any]] = {}
+    budget = args.trials * args.max_epochs
+    trials: list[dict[str, Any]] = []
+    plan = [("full", args.max_epochs, args.reduction_factors[0])] + [(f"asha_rf{rf}", 1, rf) for rf in args.reduction_factors]
+    for side, grace, reduction_factor in plan:
+        folder = root / f"seed{seed}-{side}"
+        folder.mkdir(parents=True)
+        raw = sst2_study(f"asha-{side}", storage=f"sqlite:///{folder / 'study.db'}", trials=args.trials,
+                         max_epochs=args.max_epochs, concurrency=args.concurrency, seed=seed, space=SPACE,
+                         grace_period=grace, reduction_factor=reduction_factor)
+        config = parse_study(raw, f"bench/asha.py ({side})", side)
+        trials = trials or draw_trials(config, args.trials, seed)
+        print(f"draw {seed}: {side} running ...", flush=True)
+        sides[side] = result = run_side(config, trials, data_root, folder, f"{seed}:{side}")
+        print(f"draw {seed}: {side}: {result['epochs']} epochs ({result['epochs'] / budget:.0%} of {budget}), best dev accuracy "
+              f"{result['best']:.4f} (trial {result['best_trial']}), {result['seconds']:.0f} s", flush=True)
+    full = sides["full"]
+    print(f"\ndraw {seed}: {'trial':>5} {'no early stop':>13} " + " ".join(f"{'ASHA rf' + str(rf):>10} {'epochs':>6}" for rf in args.reduction_factors))
+    for number, curve_f in enumerate(full["curves"]):
+        row = f"draw {seed}: {number:5d} {curve_f[max(curve_f)] if curve_f else float('nan'):13.4f} "
+        for rf in args.reduction_factors:
+            curve = sides[f"asha_rf{rf}"]["curves"][number]
+            row += f" {curve[max(curve)] if curve else float('nan'):10.4f} {max(curve, default=0):6d}"
+        print(row)
+    for rf in args.reduction_factors:
+        asha = sides[f"asha_rf{rf}"]
+        asha["fraction"] = asha["epochs"] / budget
+        asha["gap"] = 100 * (full["best"] - asha["best"])
+        print(f"draw {seed}: ASHA rf {rf}: {asha['fraction']:.1%} of the epochs, best {asha['best']:.4f} vs {full['best']:.4f} "
+              f"without early stopping: gap {asha['gap']:+.2f} points", flush=True)
+    return sides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--reduction-factor", type=int, default=3)
+    parser.add_argument("--reduction-factors", default="3",
+                        help="comma-separated ASHA reduction factors, each run on the same trials (default 3, the study default; "
+                             "the targets apply to the first)")
+    parser.add_argument("--draws", type=int, default=1, help="independent draws of trials (seeds SEED, SEED+1, ...); figures are their means")
     parser.add_argument("--train-sentences", type=int, default=None, help="first N SST-2 training sentences (default: all 6,920)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding sentence/sst2/")
     args = parser.parse_args(argv)
-    if min(args.trials, args.max_epochs, args.concurrency) < 1 or args.reduction_factor < 2:
-        parser.error("--trials, --max-epochs and --concurrency must be positive, --reduction-factor at least 2")
+    try:
+        args.reduction_factors = [int(part) for part in args.reduction_factors.split(",")]
+    except ValueError:
+        parser.error(f"--reduction-factors {args.reduction_factors!r}: expected integers separated by commas, e.g. 3 or 3,2")
+    if min(args.trials, args.max_epochs, args.concurrency, args.draws) < 1 or min(args.reduction_factors) < 2:
+        parser.error("--trials, --max-epochs, --concurrency and --draws must be positive, reduction factors at least 2")
     quiet_ray_environment()
     require_sst2(args.data_root)
 
     import datasets
 
     from bench._common import sst2_subset
-    from search.config import parse_study
 
     datasets.disable_progress_bars()
     budget = args.trials * args.max_epochs
-    print(f"asha: {args.trials} trials x {args.max_epochs} epochs ({budget} epochs without early stopping), "
-          f"{args.concurrency} at a time, ASHA grace 1 / reduction {args.reduction_factor}, SST-2", flush=True)
-    sides: dict[str, dict[str, Any]] = {}
+    print(f"asha: {args.draws} draw(s) of {args.trials} trials x {args.max_epochs} epochs ({budget} epochs without early "
+          f"stopping), {args.concurrency} at a time, ASHA grace 1, reduction factor(s) {args.reduction_factors}, SST-2", flush=True)
+    draws: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-asha-") as scratch:
         root = Path(scratch)
         data_root = sst2_subset(args.data_root, root / "data", args.train_sentences) if args.train_sentences else args.data_root
-        trials: list[dict[str, Any]] = []
-        for side, grace in (("asha", 1), ("full", args.max_epochs)):
-            raw = sst2_study(f"asha-{side}", storage=f"sqlite:///{root / (side + '.db')}", trials=args.trials,
-                             max_epochs=args.max_epochs, concurrency=args.concurrency, seed=args.seed, space=SPACE,
-                             grace_period=grace, reduction_factor=args.reduction_factor)
-            config = parse_study(raw, f"bench/asha.py ({side})", side)
-            trials = trials or draw_trials(config, args.trials, args.seed)
-            print(f"{side}: running ...", flush=True)
-            sides[side] = result = run_side(config, trials, data_root, root / side, side)
-            print(f"{side}: {result['epochs']} epochs ({result['epochs'] / budget:.0%} of {budget}), best dev accuracy "
-                  f"{result['best']:.4f} (trial {result['best_trial']}), {result['seconds']:.0f} s", flush=True)
+        for seed in range(args.seed, args.seed + args.draws):
+            draws.append(run_draw(args, seed, data_root, root))
 
-    asha, full = sides["asha"], sides["full"]
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
     print()
-    print(f"{'trial':>5} {'ASHA':>8} {'epochs':>6} {'no early stop':>13} {'its best epoch':>14}")
-    for number, (curve_a, curve_f, state) in enumerate(zip(asha["curves"], full["curves"], asha["states"])):
-        last_a = curve_a[max(curve_a)] if curve_a else float("nan")
-        last_f = curve_f[max(curve_f)] if curve_f else float("nan")
-        print(f"{number:5d} {last_a:8.4f} {max(curve_a, default=0):6d} {last_f:13.4f} {max(curve_f.values(), default=float('nan')):14.4f}  {state}")
-    gap = 100 * (full["best"] - asha["best"])
-    fraction = asha["epochs"] / budget
-    print(f"epochs with ASHA: {fraction:.1%} of the full budget (target <= 40%); best dev accuracy {asha['best']:.4f} vs "
-          f"{full['best']:.4f} without early stopping: {gap:+.2f} points (target <= 0.5)")
-    print(result_line({
-        "epochs_fraction": fraction, "asha_epochs": asha["epochs"], "full_epochs": full["epochs"],
-        "asha_best": asha["best"], "full_best": full["best"], "gap_points": gap,
-        "same_best_trial": int(asha["best_trial"] == full["best_trial"]),
-        "asha_s": asha["seconds"], "full_s": full["seconds"], "failed": asha["failed"] + full["failed"],
-        "trials": args.trials, "max_epochs": args.max_epochs, "reduction_factor": args.reduction_factor,
-    }))
+    figures: dict[str, Any] = {}
+    for index, rf in enumerate(args.reduction_factors):
+        sides = [draw[f"asha_rf{rf}"] for draw in draws]
+        fractions, gaps = [side["fraction"] for side in sides], [side["gap"] for side in sides]
+        print(f"ASHA rf {rf} over {len(draws)} draw(s): epochs {mean(fractions):.1%} of the full budget (per draw "
+              f"{', '.join(f'{f:.1%}' for f in fractions)}; target <= 40%), best dev accuracy gap {mean(gaps):+.2f} points "
+              f"(per draw {', '.join(f'{g:+.2f}' for g in gaps)}; target <= 0.5)")
+        keys = {"epochs_fraction": mean(fractions), "gap_points": mean(gaps), "gap_points_max": max(gaps),
+                "same_best_trial": sum(side["best_trial"] == draw["full"]["best_trial"] for side, draw in zip(sides, draws)),
+                "asha_s": mean([side["seconds"] for side in sides])}
+        if index == 0:
+            figures.update(keys)
+        if len(args.reduction_factors) > 1:
+            figures.update({f"rf{rf}_{key}": value for key, value in keys.items()})
+    figures.update({
+        "full_best": mean([draw["full"]["best"] for draw in draws]), "full_s": mean([draw["full"]["seconds"] for draw in draws]),
+        "failed": sum(side["failed"] for draw in draws for side in draw.values()),
+        "draws": args.draws, "trials": args.trials, "max_epochs": args.max_epochs,
+        "reduction_factors": "/".join(str(rf) for rf in args.reduction_factors),
+    })
+    print(result_line(figures))
     return 0
 
 

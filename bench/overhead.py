@@ -8,16 +8,24 @@ epochs and concurrency, in this one process, one after the other:
   `SuccessiveHalvingPruner` (same grace period and reduction factor as ASHA), the engine's SQLite
   settings (`search.engine.open_storage`), no checkpoints;
 - engine: `search.engine.run_search` itself, as `search run` calls it (Ray started and stopped by it,
-  checkpoints every epoch, every trial recorded in the study's SQLite file).
+  checkpoints as the study default paces them, every trial recorded in the study's SQLite file).
 
 Time inside trials is measured by the trainable (`trial_seconds`: training + dev evaluation of every
 epoch). From it: efficiency = time inside trials / (concurrency x wall) and overhead per trial =
 (concurrency x wall - time inside trials) / trials. `wall` is the search span (first trial asked to
 last trial told, read from each side's Optuna DB); the whole call, with Ray's start and stop, is
-printed too (`*_call_s`, `*_efficiency_call`). Peak memory is the PSS of this process and all its
-descendants (Ray's GCS, raylet and workers), sampled every 0.25 s.
+printed too (`*_call_s`, `*_efficiency_call`). Where the slot time that is not training went is
+read from the DB too (see `bench._common.trial_figures`): slots empty between trials, slots empty
+at the end of the search (`tail`), start-up in each slot's first trial, and what each later trial
+spends not training. Peak memory is the PSS of this process and all its descendants (Ray's GCS,
+raylet and workers), sampled every 0.25 s; before each side, what the other freed is handed back
+to the OS (`malloc_trim`), so that neither is charged for the other's garbage.
 
-    python bench/overhead.py [--trials 24] [--max-epochs 8] [--concurrency 2] [--train-sentences 6920]
+`--rounds N` runs N [plain, engine] pairs with seeds SEED .. SEED + N - 1 and reports medians: with
+one seed, how the last trials of the budget happen to line up (one long trial running alone at the
+end) weighs on one side and not the other, the same way every time.
+
+    python bench/overhead.py [--rounds 1] [--trials 24] [--max-epochs 8] [--concurrency 2] [--train-sentences 6920]
 
 The last line is `RESULT ...` for scripts.
 """
@@ -101,7 +109,7 @@ def run_plain(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=config.asha.grace_period, reduction_factor=int(config.asha.reduction_factor)),
     )
     study.optimize(objective, n_trials=config.budget.trials, n_jobs=config.budget.concurrency, callbacks=[progress])
-    return {**trial_figures(study), "call_s": time.perf_counter() - started, "best": study.best_value}
+    return {**trial_figures(study, config.budget.concurrency), "call_s": time.perf_counter() - started, "best": study.best_value}
 
 
 # ---- engine side --------------------------------------------------------------------------------
@@ -118,10 +126,23 @@ def run_engine(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
                          log=lambda line: print(f"  engine | {line}", flush=True))
     call = time.perf_counter() - started
     study = optuna.load_study(study_name=config.name, storage=config.storage)
-    return {**trial_figures(study), "call_s": call, "best": summary.best_value}
+    return {**trial_figures(study, config.budget.concurrency), "call_s": call, "best": summary.best_value}
 
 
 # ---- main ---------------------------------------------------------------------------------------
+
+
+def release_garbage() -> None:
+    """Returns what the previous side freed to the OS (glibc keeps freed heap in its arenas), so
+    that neither side is charged for the other's garbage in this shared process."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def derived(side: dict[str, Any], concurrency: int) -> dict[str, float]:
@@ -131,6 +152,10 @@ def derived(side: dict[str, Any], concurrency: int) -> dict[str, float]:
         "overhead_per_trial_s": (capacity - side["busy_s"]) / side["trials"],
         "efficiency_call": side["busy_s"] / (concurrency * side["call_s"]),
         "wall_per_epoch_s": side["span_s"] / max(1, side["epochs"]),
+        # The same, less the end of the search (slots emptying once the budget is spent): what the
+        # engine costs per trial, apart from how the last trials happen to line up.
+        "efficiency_before_tail": side["busy_s"] / (capacity - side["tail_idle_s"]),
+        "overhead_per_trial_before_tail_s": (capacity - side["tail_idle_s"] - side["busy_s"]) / side["trials"],
     }
 
 
@@ -140,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--train-sentences", type=int, default=6920, help="first N SST-2 training sentences (sets the epoch time; default all 6,920)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="round k runs both sides with seed SEED + k - 1")
     parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA's and SuccessiveHalvingPruner's")
-    parser.add_argument("--rounds", type=int, default=1, help="[plain, engine] pairs; medians are reported")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="[plain, engine] pairs, each with its own seed (both sides of a pair share it); medians are reported")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding sentence/sst2/")
     parser.add_argument("--keep", type=Path, default=None, help="keep the databases and Ray's files in this folder")
     args = parser.parse_args(argv)
@@ -173,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             # Plain first: its memory tree is this process alone, before Ray has started anything.
             for side, run in (("plain", run_plain), ("engine", run_engine)):
                 raw = sst2_study(f"overhead-{side}", storage=f"sqlite:///{folder / (side + '.db')}", trials=args.trials,
-                                 max_epochs=args.max_epochs, concurrency=args.concurrency, seed=args.seed, space=SPACE,
+                                 max_epochs=args.max_epochs, concurrency=args.concurrency, seed=args.seed + round_ - 1, space=SPACE,
                                  reduction_factor=args.reduction_factor)
                 config = parse_study(raw, f"bench/overhead.py ({side})", side)
-                print(f"round {round_}: {side} ...", flush=True)
+                release_garbage()
+                print(f"round {round_}: {side} (seed {args.seed + round_ - 1}) ...", flush=True)
                 with TreeMemory() as tree:
                     figures = run(config, data_root, folder)
                 figures.update(derived(figures, args.concurrency))
@@ -187,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{figures['busy_s']:.1f} s inside trials, efficiency {figures['efficiency']:.3f}, "
                       f"overhead {figures['overhead_per_trial_s']:.2f} s/trial, peak {tree.peak_pss_gib:.2f} GiB PSS "
                       f"({tree.peak_rss_gib:.2f} GiB RSS sum, {tree.peak_processes} processes)", flush=True)
-                print(f"round {round_}: {side:<6} peak PSS by process, MiB: {tree.describe_peak()}", flush=True)
+                print(f"round {round_}: {side:<6} where the {args.concurrency} x {figures['span_s']:.1f} s went: {figures['busy_s']:.1f} s "
+                      f"training, {figures['gap_idle_s']:.1f} s slots empty between trials, {figures['tail_idle_s']:.1f} s slots empty at the end of the search, "
+                      f"{figures['first_trials_overhead_s']:.1f} s in the first trial of each slot not training (start-up), "
+                      f"{figures['steady_trial_overhead_s']:.2f} s per later trial not training", flush=True)
+                print(f"round {round_}: {side:<6} peak PSS by process, MiB: {tree.describe_peak()} "
+                      f"(the tree at the side's start: {tree.start_pss_kib / 1024:.0f})", flush=True)
 
     def median(side: str, key: str) -> float:
         return statistics.median(float(row[key]) for row in rows[side])
@@ -196,12 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.median(tree.peak_pss_gib for tree in memory[side])
 
     print()
+    print("gap s / tail s: slot time with no trial, between trials / at the end of the search; start s: time the first trial of")
+    print("each slot spent not training (worker start-up); effic.-tail: efficiency leaving out the tail;")
+    print("s/trial: time each later trial spent not training (set-up, result round trips, checkpoints)")
     print(f"{'side':<7} {'span s':>7} {'call s':>7} {'epochs':>6} {'inside s':>8} {'s/epoch':>7} {'effic.':>6} "
-          f"{'effic.call':>10} {'ovh s/trial':>11} {'peak GiB':>8} {'best':>6}")
+          f"{'effic.call':>10} {'ovh s/trial':>11} {'effic.-tail':>11} {'gap s':>5} {'tail s':>6} {'start s':>7} {'s/trial':>7} {'peak GiB':>8} {'best':>6}")
     for side in rows:
         print(f"{side:<7} {median(side, 'span_s'):7.1f} {median(side, 'call_s'):7.1f} {median(side, 'epochs'):6.0f} "
               f"{median(side, 'busy_s'):8.1f} {median(side, 'wall_per_epoch_s'):7.2f} {median(side, 'efficiency'):6.3f} "
-              f"{median(side, 'efficiency_call'):10.3f} {median(side, 'overhead_per_trial_s'):11.2f} {peak(side):8.2f} "
+              f"{median(side, 'efficiency_call'):10.3f} {median(side, 'overhead_per_trial_s'):11.2f} {median(side, 'efficiency_before_tail'):11.3f} "
+              f"{median(side, 'gap_idle_s'):5.1f} {median(side, 'tail_idle_s'):6.1f} "
+              f"{median(side, 'first_trials_overhead_s'):7.1f} {median(side, 'steady_trial_overhead_s'):7.2f} {peak(side):8.2f} "
               f"{median(side, 'best'):6.3f}")
     figures = {}
     for side in ("engine", "plain"):
@@ -210,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{side}_epochs": int(median(side, "epochs")), f"{side}_inside_s": median(side, "busy_s"),
             f"{side}_efficiency": median(side, "efficiency"), f"{side}_efficiency_call": median(side, "efficiency_call"),
             f"{side}_overhead_per_trial_s": median(side, "overhead_per_trial_s"), f"{side}_peak_gib": peak(side),
+            f"{side}_efficiency_before_tail": median(side, "efficiency_before_tail"),
+            f"{side}_overhead_per_trial_before_tail_s": median(side, "overhead_per_trial_before_tail_s"),
+            f"{side}_gap_idle_s": median(side, "gap_idle_s"), f"{side}_tail_idle_s": median(side, "tail_idle_s"),
+            f"{side}_startup_s": median(side, "first_trials_overhead_s"),
+            f"{side}_steady_trial_overhead_s": median(side, "steady_trial_overhead_s"),
         })
     figures.update({
         "ratio_wall_per_epoch": median("engine", "wall_per_epoch_s") / median("plain", "wall_per_epoch_s"),

@@ -34,3 +34,40 @@ def test_gpu_packing_refuses_to_run_without_cuda() -> None:
     result = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_packing.py")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 3
     assert "no CUDA GPU" in result.stderr
+
+
+def test_trial_figures_split_the_slot_time() -> None:
+    import datetime
+
+    import optuna
+
+    from bench._common import trial_figures
+
+    t0 = datetime.datetime(2026, 1, 1)
+    study = optuna.create_study(direction="maximize")
+    # (asked at s, told at s, seconds training inside): slots of 2; trial 2 reuses trial 1's slot.
+    for start, end, inside in ((0, 10, 8.0), (0, 6, 5.0), (6, 12, 5.5)):
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=optuna.trial.TrialState.COMPLETE, value=0.5, values=None,
+            datetime_start=t0 + datetime.timedelta(seconds=start), datetime_complete=t0 + datetime.timedelta(seconds=end),
+            params={}, distributions={}, user_attrs={"metrics": {"trial_seconds": inside}, "epochs_trained": 2},
+            system_attrs={}, intermediate_values={},
+        ))
+    figures = trial_figures(study, concurrency=2)
+    assert figures["span_s"] == 12 and figures["busy_s"] == 18.5 and figures["epochs"] == 6
+    assert figures["held_s"] == 22
+    # 2 x 12 s of slots, 22 s held by trials: the 2 s idle are after the last ask (trial 0 ends at 10)
+    assert (figures["gap_idle_s"], figures["tail_idle_s"]) == (0, 2)
+    assert figures["first_trials_overhead_s"] == 3  # (10 - 8) + (6 - 5)
+    assert figures["steady_trial_overhead_s"] == 0.5  # trial 2: 6 s held, 5.5 s training
+
+
+def test_idle_slot_seconds_splits_gaps_from_the_end_of_the_search() -> None:
+    from bench._common import idle_slot_seconds
+
+    # 2 slots: trial a 0-10; b 0-4; c asked at 5 (1 s gap on b's slot), ends 8; d asked at 9, ends 12.
+    intervals = [(0, 10), (0, 4), (5, 8), (9, 12)]
+    before, after = idle_slot_seconds(intervals, 2)
+    assert before == (5 - 4) + (9 - 8)  # one slot empty in 4-5 and in 8-9
+    assert after == 12 - 10  # after d was asked, a's slot is empty from 10 to 12
+    assert before + after == 2 * 12 - sum(end - start for start, end in intervals)

@@ -71,3 +71,26 @@ def test_idle_slot_seconds_splits_gaps_from_the_end_of_the_search() -> None:
     assert before == (5 - 4) + (9 - 8)  # one slot empty in 4-5 and in 8-9
     assert after == 12 - 10  # after d was asked, a's slot is empty from 10 to 12
     assert before + after == 2 * 12 - sum(end - start for start, end in intervals)
+
+
+def test_gpu_packing_runs_a_packing_without_a_gpu(ray_session, shared_data, tmp_path) -> None:
+    """The packing path up to CUDA (study with `gpu: 1/k`, k trials at once, figures from the DB)
+    runs here on CPU, so that a GPU session's first run of the benchmark measures, not debugs."""
+    import argparse
+
+    import optuna
+
+    from bench import gpu_packing
+    from bench._common import sst2_subset
+
+    data_root = sst2_subset(shared_data, tmp_path / "data", 200)
+    args = argparse.Namespace(data_root=data_root, epochs=1, trials_per_slot=1, train_examples=200)
+    row = gpu_packing.run_packing(2, args, tmp_path)
+
+    study = optuna.load_study(study_name="packing-2", storage=f"sqlite:///{tmp_path / 'packing.db'}")
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.user_attrs["epochs_trained"] for t in trials] == [1, 1]
+    assert study.user_attrs["study"]["budget"]["resources"]["gpu"] == 0.5
+    assert row["trials"] == 2
+    assert row["examples_per_s"] == 2 * 200 / row["span_s"]

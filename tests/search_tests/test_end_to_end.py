@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from search.config import load_study_file
-from search.engine import run_search
+from search.engine import open_storage, prepare_study, run_search
 from search.report import strategy_table
 from spaces import suggest, unflatten
 from tests.conftest import toy_study_yaml
@@ -24,8 +24,16 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
     db = tmp_path / "search.db"
     study_file = tmp_path / "toy.yaml"
     study_file.write_text(toy_study_yaml(f"sqlite:///{db}", trials=6, max_epochs=3, concurrency=2))
+    # Two Adam trials first, then two hopeless ones (SGD at lr 1e-4) that reach ASHA's first rung
+    # after them and must be stopped there; the rest of each config and the last two trials come
+    # from the sampler. Left to the sampler alone, whether a weak trial arrives after a strong one
+    # depends on the draw, and the PRUNED check below would too.
+    config = load_study_file(study_file)
+    queued = prepare_study(open_storage(config.storage), config)
+    for optimizer in ("adam", "adam", "sgd", "sgd"):
+        queued.enqueue_trial({"optimizer/name": optimizer})
 
-    summary = run_search(load_study_file(study_file), data_root=sentiment_root, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
+    summary = run_search(config, data_root=sentiment_root, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
     assert summary.trials_run == 6
 
     # Read back with Optuna alone, as a user would.
@@ -35,7 +43,11 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
     states = {t.state for t in trials}
     assert states <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
     assert TrialState.COMPLETE in states
-    assert TrialState.PRUNED in states  # the sgd/1e-4 branch cannot keep up with adam
+    assert TrialState.PRUNED in states
+    hopeless = [t for t in trials if t.number in (2, 3)]
+    assert [t.params["optimizer/name"] for t in hopeless] == ["sgd", "sgd"]
+    assert all(t.state == TrialState.PRUNED and t.user_attrs["epochs_trained"] == 1 for t in hopeless), [
+        (t.number, t.state.name, t.intermediate_values) for t in trials]
     for trial in trials:
         assert trial.state != TrialState.FAIL, trial.user_attrs.get("error")
         assert trial.intermediate_values, f"trial {trial.number} has no learning curve"

@@ -185,17 +185,7 @@ class TextDataSpec:
     def __post_init__(self) -> None:
         if self.hub is None and self.local is None:
             raise DataError(f"dataset {self.name!r}: neither a hub nor a local source is given")
-        for split, fraction in self.carve.items():
-            if split not in ("validation", "test"):
-                raise DataError(
-                    f"dataset {self.name!r}: carve names {split!r}; only 'validation' and 'test' can be carved"
-                )
-            if not 0.0 < fraction < 1.0:
-                raise DataError(
-                    f"dataset {self.name!r}: carve fraction for {split!r} must be in (0, 1), got {fraction}"
-                )
-        if sum(self.carve.values()) >= 1.0:
-            raise DataError(f"dataset {self.name!r}: carve fractions {dict(self.carve)} leave nothing to train on")
+        check_carve(self.name, self.carve)
         if self.max_length < 1 or self.min_freq < 1 or self.max_vocab < 3:
             raise DataError(
                 f"dataset {self.name!r}: need max_length >= 1, min_freq >= 1 and max_vocab >= 3; got "
@@ -698,6 +688,18 @@ def _select_hub_splits(hub: HubSource, raw: datasets.DatasetDict) -> dict[str, d
 
 # --------------------------------------------------------------------------------------------
 # Carving
+
+
+def check_carve(name: str, carve: Mapping[str, float], max_fraction: float = 1.0) -> None:
+    """A data spec's `carve`: only validation and test, each a fraction in (0, max_fraction) of
+    train, leaving some of train to train on."""
+    for split, fraction in carve.items():
+        if split not in ("validation", "test"):
+            raise DataError(f"dataset {name!r}: carve names {split!r}; only 'validation' and 'test' can be carved")
+        if not 0.0 < fraction < max_fraction:
+            raise DataError(f"dataset {name!r}: carve fraction for {split!r} must be in (0, {max_fraction:g}), got {fraction}")
+    if sum(carve.values()) >= 1.0:
+        raise DataError(f"dataset {name!r}: carve fractions {dict(carve)} leave nothing to train on")
 
 
 def _carve_missing(

@@ -69,6 +69,7 @@ from trainables.data import (
     _missing_data_message,
     _one_line,
     _resolve_data_root,
+    check_carve,
     check_split_files,
 )
 from trainables.ner_data import _char_codes, _CharTable
@@ -164,9 +165,7 @@ class QaDataSpec:
     def __post_init__(self) -> None:
         if self.hub is None and self.local is None:
             raise DataError(f"dataset {self.name!r}: neither a hub nor a local source is given")
-        for split, fraction in self.carve.items():
-            if split not in ("validation", "test") or not 0 < fraction < 0.5:
-                raise DataError(f"dataset {self.name!r}: carve {split}={fraction!r}; validation or test with a fraction in (0, 0.5) is accepted")
+        check_carve(self.name, self.carve, max_fraction=0.5)
         if self.max_context_tokens < 1 or self.max_question_tokens < 1 or self.max_word_length < 1:
             raise DataError(f"dataset {self.name!r}: max_context_tokens, max_question_tokens and max_word_length must be >= 1")
 

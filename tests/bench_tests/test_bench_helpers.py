@@ -94,3 +94,31 @@ def test_gpu_packing_runs_a_packing_without_a_gpu(ray_session, shared_data, tmp_
     assert study.user_attrs["study"]["budget"]["resources"]["gpu"] == 0.5
     assert row["trials"] == 2
     assert row["examples_per_s"] == 2 * 200 / row["span_s"]
+
+
+def test_asha_rule_rungs_and_long_search_share() -> None:
+    from bench.asha_rule import limit_share, rungs
+
+    assert rungs(6, 3) == [1, 3] and rungs(6, 2) == [1, 2, 4] and rungs(6, 4) == [1, 4] and rungs(9, 3) == [1, 3]
+    # rf 3 over 6 epochs: everyone 1 epoch, a third 2 more, a ninth 3 more: 2 of 6 epochs per trial.
+    assert limit_share(6, 3) == pytest.approx(1 / 3)
+    assert limit_share(6, 2) == pytest.approx((1 + 1 / 2 + 2 / 4 + 2 / 8) / 6)
+
+
+def test_asha_rule_drives_rays_scheduler_as_worked_by_hand() -> None:
+    """One slot, trials in order, the same ranking at every epoch: Ray's ASHA lets every trial that
+    beats all before it go on (a rung's cutoff is the top third of what it holds), and stops the rest
+    at the first rung."""
+    import numpy as np
+
+    from bench.asha_rule import run_asha
+
+    rng = np.random.default_rng(0)
+    pace = np.ones(5)
+    rising = np.repeat(np.arange(5.0)[:, None], 6, axis=1)  # each trial better than the last
+    assert run_asha(rising, pace, reduction_factor=3, concurrency=1, rng=rng) == 5 * 6
+    falling = rising[::-1].copy()  # the first is the best: the others stop at epoch 1
+    assert run_asha(falling, pace, reduction_factor=3, concurrency=1, rng=rng) == 6 + 4 * 1
+    # Trial 2 is below trial 0 at epoch 1 (cutoff: 2/3 of the way from trial 1's 1 to trial 0's 3).
+    mixed = np.repeat(np.array([3.0, 1.0, 2.0])[:, None], 6, axis=1)
+    assert run_asha(mixed, np.ones(3), reduction_factor=3, concurrency=1, rng=rng) == 6 + 1 + 1

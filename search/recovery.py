@@ -95,17 +95,21 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     study.enqueue_trial(trial.params, user_attrs=user_attrs, skip_if_exists=False)
 
 
-def fail_and_requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+def fail_and_requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     """Marks a RUNNING trial FAIL (`interrupted`, so it does not count toward the budget) and
-    queues it again."""
+    queues its parameters again; returns whether it queued them. A trial cut off before its
+    parameters were sampled has nothing to re-run: the budget it leaves goes to a new trial."""
     storage = study._storage
     storage.set_trial_user_attr(trial._trial_id, "state_reason", reason)
     storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
     try:
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
-        return  # another process finished it meanwhile
+        return False  # another process finished it meanwhile
+    if not trial.params:
+        return False
     requeue(study, trial)
+    return True
 
 
 def reconcile_orphans(study: optuna.Study, log: Callable[[str], None] = print) -> int:
@@ -115,7 +119,10 @@ def reconcile_orphans(study: optuna.Study, log: Callable[[str], None] = print) -
         reason = orphan_reason(trial)
         if reason is None:
             continue
-        fail_and_requeue(study, trial, reason)
+        if not fail_and_requeue(study, trial, reason):
+            log(f"trial {trial.number}: {reason}; failed (no parameters sampled yet: nothing to re-queue)")
+            count += 1
+            continue
         checkpoint = trial.user_attrs.get("checkpoint")
         resume = f", resumes from its epoch-{checkpoint['epoch']} checkpoint" if isinstance(checkpoint, dict) else ", re-runs from the start"
         log(f"trial {trial.number}: {reason}; failed and re-queued{resume}")

@@ -1,0 +1,42 @@
+"""Orphan reconciliation on a study in memory: which orphans are re-queued, and with what."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import optuna
+from optuna.trial import TrialState
+
+from search.recovery import counts_toward_budget, reconcile_orphans
+
+
+def dead_driver() -> dict[str, object]:
+    """The identity of a process on this host that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return {"host": socket.gethostname(), "pid": child.pid, "started": 1}
+
+
+def test_orphans_with_parameters_are_requeued_and_those_without_are_not() -> None:
+    study = optuna.create_study(direction="maximize")
+    sampled = study.ask()
+    sampled.suggest_float("lr", 1e-4, 1e-1, log=True)
+    sampled.report(0.6, 1)
+    unsampled = study.ask()  # killed between creating the trial and sampling its parameters
+    for trial in (sampled, unsampled):
+        study._storage.set_trial_user_attr(trial._trial_id, "driver", dead_driver())
+    lines: list[str] = []
+
+    assert reconcile_orphans(study, lines.append) == 2
+
+    trials = study.get_trials(deepcopy=False)
+    first, second = trials[sampled.number], trials[unsampled.number]
+    assert first.state == second.state == TrialState.FAIL
+    assert not counts_toward_budget(first) and not counts_toward_budget(second)
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs["requeued_from"] for t in queued] == [sampled.number]
+    assert queued[0].system_attrs["fixed_params"] == first.params
+    assert "failed and re-queued, re-runs from the start" in lines[0]
+    assert "no parameters sampled yet: nothing to re-queue" in lines[1]

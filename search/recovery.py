@@ -95,21 +95,28 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     study.enqueue_trial(trial.params, user_attrs=user_attrs, skip_if_exists=False)
 
 
-def fail_and_requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+def fail_and_requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> str | None:
     """Marks a RUNNING trial FAIL (`interrupted`, so it does not count toward the budget) and
-    queues its parameters again; returns whether it queued them. A trial cut off before its
-    parameters were sampled has nothing to re-run: the budget it leaves goes to a new trial."""
+    queues its parameters again. A trial cut off before its parameters were sampled has nothing to
+    re-run: the budget it leaves goes to a new trial. Returns what became of it (also appended to
+    its `state_reason`), or None when another process finished it meanwhile."""
+    checkpoint = trial.user_attrs.get("checkpoint")
+    if not trial.params:
+        outcome = "not re-queued: no parameters sampled yet"
+    elif isinstance(checkpoint, dict) and checkpoint.get("path"):
+        outcome = f"re-queued, resumes from its epoch-{checkpoint['epoch']} checkpoint"
+    else:
+        outcome = "re-queued, re-runs from the start"
     storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, "state_reason", reason)
+    storage.set_trial_user_attr(trial._trial_id, "state_reason", f"{reason}; {outcome}")
     storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
     try:
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
-        return False  # another process finished it meanwhile
-    if not trial.params:
-        return False
-    requeue(study, trial)
-    return True
+        return None
+    if trial.params:
+        requeue(study, trial)
+    return outcome
 
 
 def reconcile_orphans(study: optuna.Study, log: Callable[[str], None] = print) -> int:
@@ -119,14 +126,10 @@ def reconcile_orphans(study: optuna.Study, log: Callable[[str], None] = print) -
         reason = orphan_reason(trial)
         if reason is None:
             continue
-        if not fail_and_requeue(study, trial, reason):
-            log(f"trial {trial.number}: {reason}; failed (no parameters sampled yet: nothing to re-queue)")
+        outcome = fail_and_requeue(study, trial, reason)
+        if outcome is not None:
+            log(f"trial {trial.number}: {reason}; failed, {outcome}")
             count += 1
-            continue
-        checkpoint = trial.user_attrs.get("checkpoint")
-        resume = f", resumes from its epoch-{checkpoint['epoch']} checkpoint" if isinstance(checkpoint, dict) else ", re-runs from the start"
-        log(f"trial {trial.number}: {reason}; failed and re-queued{resume}")
-        count += 1
     return count
 
 

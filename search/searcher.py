@@ -204,7 +204,7 @@ class RecordingOptunaSearch(OptunaSearch):
         for trial_id in cut_off:
             trial = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
             if trial.state == TrialState.RUNNING:
-                recovery.fail_and_requeue(self._ot_study, trial, "interrupted: the search stopped before this trial finished; re-queued")
+                recovery.fail_and_requeue(self._ot_study, trial, "interrupted: the search stopped before this trial finished")
             self._completed_trials.add(trial_id)
         return len(cut_off)
 

@@ -161,7 +161,7 @@ def test_ctrl_c_leaves_no_trial_running(tmp_path: Path, sentiment_root: Path) ->
     # Each cut-off trial is queued again with the same parameters, for the next run to resume.
     requeued = {t.user_attrs["requeued_from"]: t for t in study.trials if t.state == optuna.trial.TrialState.WAITING}
     # (A trial cut off before its parameters were sampled has nothing to re-run.)
-    assert sorted(requeued) == sorted(t.number for t in cut_off if t.params)
-    cut_off = [t for t in cut_off if t.params]
-    for trial in cut_off:
+    sampled = [t for t in cut_off if t.params]
+    assert sorted(requeued) == sorted(t.number for t in sampled)
+    for trial in sampled:
         assert study.trials[requeued[trial.number].number].system_attrs["fixed_params"] == trial.params

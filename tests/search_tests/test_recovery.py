@@ -38,5 +38,5 @@ def test_orphans_with_parameters_are_requeued_and_those_without_are_not() -> Non
     queued = [t for t in trials if t.state == TrialState.WAITING]
     assert [t.user_attrs["requeued_from"] for t in queued] == [sampled.number]
     assert queued[0].system_attrs["fixed_params"] == first.params
-    assert "failed and re-queued, re-runs from the start" in lines[0]
-    assert "no parameters sampled yet: nothing to re-queue" in lines[1]
+    assert "failed, re-queued, re-runs from the start" in lines[0]
+    assert "failed, not re-queued: no parameters sampled yet" in lines[1]

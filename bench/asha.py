@@ -13,11 +13,14 @@ without early stopping.
 
 Printed: epochs trained as a fraction of the full budget (trials x max epochs), the best dev
 accuracy of each side (completed trials, last epoch), and the gap in points. `--draws N` repeats
-this with N seeds (N draws of trials) and reports the means: one draw of 16 trials, scored on 872
-dev sentences, does not settle a gap of half a point. Targets: at most 40% of the epochs, best
-score within 0.5 point.
+this with N seeds (N draws of trials) and reports the means: one draw of 24 trials, scored on 872
+dev sentences, does not settle a gap of half a point, and its epoch share swings by +-8 points
+(`bench/asha_rule.py`). Targets: at most 40% of the epochs, best score within 0.5 point.
 
-    python bench/asha.py [--draws 3] [--trials 16] [--max-epochs 6] [--concurrency 2] [--reduction-factors 3]
+The default shape is the search of the performance issue: 24 trials, at most 8 epochs, 2 at a
+time (about 8 minutes per draw on 2 cores).
+
+    python bench/asha.py [--draws 5] [--trials 24] [--max-epochs 8] [--concurrency 2] [--reduction-factors 3]
 
 The last line is `RESULT ...` for scripts.
 """
@@ -136,13 +139,13 @@ def run_draw(args: argparse.Namespace, seed: int, data_root: Path, root: Path) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--max-epochs", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--reduction-factors", default="3",
                         help="comma-separated ASHA reduction factors, each run on the same trials (default 3, the study default; "
                              "the targets apply to the first)")
-    parser.add_argument("--draws", type=int, default=3,
+    parser.add_argument("--draws", type=int, default=5,
                         help="independent draws of trials (seeds SEED, SEED+1, ...); figures are their means (one draw does not settle half a point)")
     parser.add_argument("--train-sentences", type=int, default=None, help="first N SST-2 training sentences (default: all 6,920)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,8 @@
 """How many epochs Ray's ASHA trains, by search size: Ray's own scheduler fed made-up learning curves.
 
-`bench/asha.py` measures a real 16-trial search; its epoch share swings with the draw. This script
-asks what to expect on average, and how that changes with the number of trials. It drives Ray
+`bench/asha.py` measures real searches (24 trials of at most 8 epochs by default); their epoch
+share swings with the draw. This script asks what to expect on average, how far one search strays
+from it, and how that changes with the number of trials. It drives Ray
 Tune's `ASHAScheduler` itself (`on_trial_add`, `on_trial_result`, as Tune's controller calls them;
 grace period 1, one bracket, as the engine sets it) with simulated trials:
 
@@ -12,13 +13,13 @@ grace period 1, one bracket, as the engine sets it) with simulated trials:
   ranks the trials the same way, with c = 0 the rankings of different epochs are unrelated. Real
   searches lie in between (`--correlations`).
 
-Printed: the mean share of the full budget (trials x max epochs) that ASHA trains, for each number
-of trials, reduction factor and correlation; and, for comparison, the share in the limit of a long
+Printed: the mean share of the full budget (trials x max epochs) that ASHA trains and the standard
+deviation of one search's share, for each number of trials, reduction factor and correlation; and, for comparison, the share in the limit of a long
 search, where each rung keeps exactly 1/rf of the trials. The first trial to reach a rung always
 goes on (Ray's ASHA has nothing to compare it with) and the next few face a cutoff set by few
 results, so small searches train more than the limit.
 
-    python bench/asha_rule.py [--trials 16,32,64,128] [--reduction-factors 2,3,4] [--max-epochs 6]
+    python bench/asha_rule.py [--trials 16,24,32,64,128] [--reduction-factors 2,3,4] [--max-epochs 8]
                               [--correlations 0,0.5,1] [--repeats 1000] [--concurrency 2] [--seed 0]
 
 Takes about 4 minutes on one core; no data, no Ray cluster (the scheduler is plain Python). The last
@@ -111,10 +112,10 @@ def run_asha(scores: np.ndarray, pace: np.ndarray, reduction_factor: int, concur
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", default="16,32,64,128", help="comma-separated search sizes")
+    parser.add_argument("--trials", default="16,24,32,64,128", help="comma-separated search sizes")
     parser.add_argument("--reduction-factors", default="2,3,4")
     parser.add_argument("--correlations", default="0,0.5,1", help="between the scores of two epochs of a trial, 0 to 1")
-    parser.add_argument("--max-epochs", type=int, default=6)
+    parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1000, help="simulated searches per setting")
     parser.add_argument("--seed", type=int, default=0)
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
 
     print(f"asha_rule: Ray's ASHAScheduler, grace 1, max {args.max_epochs} epochs, {args.concurrency} at a time, "
-          f"{args.repeats} simulated searches per setting; mean share of trials x max epochs trained", flush=True)
-    header = f"{'rf':>3} {'rungs':>10} {'corr':>5} " + " ".join(f"{str(n) + ' trials':>11}" for n in sizes) + f" {'limit':>7}"
+          f"{args.repeats} simulated searches per setting; share of trials x max epochs trained: mean +- standard deviation of one search", flush=True)
+    header = f"{'rf':>3} {'rungs':>10} {'corr':>5} " + " ".join(f"{str(n) + ' trials':>14}" for n in sizes) + f" {'limit':>7}"
     print(header)
     figures: dict[str, float | int | str] = {}
     for rf in factors:
@@ -141,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         for correlation in correlations:
             row = f"{rf:>3} {'/'.join(map(str, rungs(args.max_epochs, rf))):>10} {correlation:>5.2g} "
             for size in sizes:
-                share = np.mean([simulate(size, rf, args.max_epochs, correlation, args.concurrency, rng)
-                                 for _ in range(args.repeats)]) / (size * args.max_epochs)
-                figures[f"rf{rf}_c{correlation:g}_n{size}"] = float(share)
-                row += f" {share:>10.1%}"
+                shares = np.array([simulate(size, rf, args.max_epochs, correlation, args.concurrency, rng)
+                                   for _ in range(args.repeats)]) / (size * args.max_epochs)
+                figures[f"rf{rf}_c{correlation:g}_n{size}"] = float(shares.mean())
+                # one search's spread: what a few-draw mean of bench/asha.py may stray by
+                figures[f"rf{rf}_c{correlation:g}_n{size}_sd"] = float(shares.std(ddof=1)) if len(shares) > 1 else 0.0
+                row += f" {shares.mean():>6.1%} +-{shares.std():>4.1%}"
             print(row + f" {limit:>7.1%}", flush=True)
     figures.update({"max_epochs": args.max_epochs, "concurrency": args.concurrency, "repeats": args.repeats})
     print(result_line(figures))

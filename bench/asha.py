@@ -12,15 +12,19 @@ without early stopping.
 - no early stopping: the same scheduler with grace period = max epochs (no rung before the end).
 
 Printed: epochs trained as a fraction of the full budget (trials x max epochs), the best dev
-accuracy of each side (completed trials, last epoch), and the gap in points. `--draws N` repeats
-this with N seeds (N draws of trials) and reports the means: one draw of 24 trials, scored on 872
-dev sentences, does not settle a gap of half a point, and its epoch share swings by +-8 points
-(`bench/asha_rule.py`). Targets: at most 40% of the epochs, best score within 0.5 point.
+accuracy of each side (completed trials, last epoch), and the gap in points. Then Ray's ASHA is
+replayed on the draw's curves without early stopping (`bench/asha_replay.py`), at each grace
+period of `--replay-graces` (default 1 and 2) and each reduction factor, over 200 timings: what
+these trials give on average, whichever reach a rung first, and what a longer grace period would
+change. `--draws N` repeats this with N seeds (N draws of trials) and reports the means: one draw
+of 24 trials, scored on 872 dev sentences, does not settle a gap of half a point, and its epoch
+share swings by +-8 points (`bench/asha_rule.py`). Targets: at most 40% of the epochs, best score within 0.5 point.
 
 The default shape is the search of the performance issue: 24 trials, at most 8 epochs, 2 at a
 time (about 8 minutes per draw on 2 cores).
 
     python bench/asha.py [--draws 5] [--trials 24] [--max-epochs 8] [--concurrency 2] [--reduction-factors 3]
+                         [--replay-graces 1,2] [--keep-studies DIR]
 
 The last line is `RESULT ...` for scripts.
 """
@@ -96,19 +100,25 @@ def run_side(config: Any, trials: list[dict[str, Any]], data_root: Path, folder:
         "curves": [dict(t.intermediate_values) for t in finished],
         "states": [t.state.name for t in finished],
         "failed": sum(t.state.name == "FAIL" for t in finished),
+        "study": study,
     }
 
 
-def run_draw(args: argparse.Namespace, seed: int, data_root: Path, root: Path) -> dict[str, dict[str, Any]]:
-    """One draw of trials, run without early stopping and with ASHA at each reduction factor."""
+def run_draw(args: argparse.Namespace, seed: int, data_root: Path, root: Path) -> tuple[dict[str, dict[str, Any]], dict[tuple[int, int], tuple[float, float]]]:
+    """One draw of trials, run without early stopping and with ASHA at each reduction factor; and
+    ASHA replayed on the curves without early stopping, per (grace period, reduction factor)."""
     from search.config import parse_study
 
     sides: dict[str, dict[str, Any]] = {}
     budget = args.trials * args.max_epochs
     trials: list[dict[str, Any]] = []
+    import numpy as np
+
+    from bench.asha_replay import curves_from_study, replay
+
     plan = [("full", args.max_epochs, args.reduction_factors[0])] + [(f"asha_rf{rf}", 1, rf) for rf in args.reduction_factors]
     for side, grace, reduction_factor in plan:
-        folder = root / f"seed{seed}-{side}"
+        folder = (args.keep_studies or root) / f"seed{seed}-{side}"
         folder.mkdir(parents=True)
         raw = sst2_study(f"asha-{side}", storage=f"sqlite:///{folder / 'study.db'}", trials=args.trials,
                          max_epochs=args.max_epochs, concurrency=args.concurrency, seed=seed, space=SPACE,
@@ -134,7 +144,17 @@ def run_draw(args: argparse.Namespace, seed: int, data_root: Path, root: Path) -
         asha["test_gap"] = 100 * (full["best_test"] - asha["best_test"])
         print(f"draw {seed}: ASHA rf {rf}: {asha['fraction']:.1%} of the epochs, best {asha['best']:.4f} vs {full['best']:.4f} "
               f"without early stopping: gap {asha['gap']:+.2f} points (on test, of the dev-best trials: {asha['test_gap']:+.2f})", flush=True)
-    return sides
+    # Ray's ASHA replayed on this draw's curves without early stopping, over many timings: what
+    # these trials give whichever of them reach a rung first (one real ASHA run is one timing).
+    replays = {}
+    scores, pace, _ = curves_from_study(full["study"])
+    for grace in args.replay_graces:
+        for rf in args.reduction_factors:
+            replays[grace, rf] = replay(scores, pace, reduction_factor=rf, grace_period=grace, concurrency=args.concurrency,
+                                        orders=args.replay_orders, rng=np.random.default_rng(seed))
+            print(f"draw {seed}: replayed on these curves ({args.replay_orders} timings), grace {grace} rf {rf}: "
+                  f"{replays[grace, rf][0]:.1%} of the epochs, gap {replays[grace, rf][1]:+.2f} points", flush=True)
+    return sides, replays
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,16 +167,26 @@ def main(argv: list[str] | None = None) -> int:
                              "the targets apply to the first)")
     parser.add_argument("--draws", type=int, default=5,
                         help="independent draws of trials (seeds SEED, SEED+1, ...); figures are their means (one draw does not settle half a point)")
+    parser.add_argument("--replay-graces", default="1,2",
+                        help="grace periods at which Ray's ASHA is replayed on each draw's curves without early stopping (default 1,2)")
+    parser.add_argument("--replay-orders", type=int, default=200, help="timings per replay (default 200)")
+    parser.add_argument("--keep-studies", type=Path, default=None,
+                        help="keep each side's study (DIR/seedN-SIDE/study.db) and Ray files here, e.g. for bench/asha_replay.py (default: a temporary folder)")
     parser.add_argument("--train-sentences", type=int, default=None, help="first N SST-2 training sentences (default: all 6,920)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding sentence/sst2/")
     args = parser.parse_args(argv)
     try:
         args.reduction_factors = [int(part) for part in args.reduction_factors.split(",")]
+        args.replay_graces = [int(part) for part in args.replay_graces.split(",")] if args.replay_graces else []
     except ValueError:
-        parser.error(f"--reduction-factors {args.reduction_factors!r}: expected integers separated by commas, e.g. 3 or 3,2")
-    if min(args.trials, args.max_epochs, args.concurrency, args.draws) < 1 or min(args.reduction_factors) < 2:
-        parser.error("--trials, --max-epochs, --concurrency and --draws must be positive, reduction factors at least 2")
+        parser.error(f"--reduction-factors {args.reduction_factors!r}, --replay-graces {args.replay_graces!r}: expected integers separated by commas, e.g. 3 or 3,2")
+    if min(args.trials, args.max_epochs, args.concurrency, args.draws, args.replay_orders) < 1 or min(args.reduction_factors) < 2:
+        parser.error("--trials, --max-epochs, --concurrency, --draws and --replay-orders must be positive, reduction factors at least 2")
+    if any(not 1 <= grace < args.max_epochs for grace in args.replay_graces):
+        parser.error(f"--replay-graces {args.replay_graces}: each must be at least 1 and below --max-epochs {args.max_epochs}")
+    if args.keep_studies and args.keep_studies.exists() and any(args.keep_studies.iterdir()):
+        parser.error(f"--keep-studies {args.keep_studies}: the folder is not empty; give a new or empty one")
     quiet_ray_environment()
     require_sst2(args.data_root)
 
@@ -169,11 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"asha: {args.draws} draw(s) of {args.trials} trials x {args.max_epochs} epochs ({budget} epochs without early "
           f"stopping), {args.concurrency} at a time, ASHA grace 1, reduction factor(s) {args.reduction_factors}, SST-2", flush=True)
     draws: list[dict[str, dict[str, Any]]] = []
+    replays: list[dict[tuple[int, int], tuple[float, float]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-asha-") as scratch:
         root = Path(scratch)
         data_root = sst2_subset(args.data_root, root / "data", args.train_sentences) if args.train_sentences else args.data_root
         for seed in range(args.seed, args.seed + args.draws):
-            draws.append(run_draw(args, seed, data_root, root))
+            sides, replayed = run_draw(args, seed, data_root, root)
+            draws.append(sides)
+            replays.append(replayed)
 
     def mean(values: list[float]) -> float:
         return sum(values) / len(values)
@@ -196,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             figures.update(keys)
         if len(args.reduction_factors) > 1:
             figures.update({f"rf{rf}_{key}": value for key, value in keys.items()})
+    for grace, rf in replays[0]:
+        shares, gaps = [replayed[grace, rf][0] for replayed in replays], [replayed[grace, rf][1] for replayed in replays]
+        print(f"replayed, grace {grace} rf {rf}, over {len(draws)} draw(s): epochs {mean(shares):.1%} (per draw "
+              f"{', '.join(f'{f:.1%}' for f in shares)}), best dev accuracy gap {mean(gaps):+.2f} points (per draw "
+              f"{', '.join(f'{g:+.2f}' for g in gaps)})")
+        figures.update({f"replay_g{grace}_rf{rf}_epochs_fraction": mean(shares), f"replay_g{grace}_rf{rf}_gap_points": mean(gaps)})
     figures.update({
         "full_best": mean([draw["full"]["best"] for draw in draws]), "full_test": mean([draw["full"]["best_test"] for draw in draws]),
         "full_s": mean([draw["full"]["seconds"] for draw in draws]),

@@ -34,6 +34,7 @@ import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,10 +44,11 @@ sys.path.insert(0, str(REPO))  # runnable as `python bench/asha_rule.py` without
 from bench._common import quiet_ray_environment, result_line  # noqa: E402
 
 
-def rungs(max_epochs: int, reduction_factor: int) -> list[int]:
-    """Ray's rung milestones for grace period 1: rf^k below max_t (the last epoch is no rung)."""
-    count = int(math.log(max_epochs) / math.log(reduction_factor) + 1)
-    return [reduction_factor**k for k in range(count) if reduction_factor**k < max_epochs]
+def rungs(max_epochs: int, reduction_factor: int, grace_period: int = 1) -> list[int]:
+    """Ray's rung milestones: grace x rf^k below max_t (the last epoch is no rung)."""
+    count = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
+    milestones = [grace_period * reduction_factor**k for k in range(count)]
+    return [milestone for milestone in milestones if milestone < max_epochs]
 
 
 def limit_share(max_epochs: int, reduction_factor: int) -> float:
@@ -68,12 +70,17 @@ def simulate(trials: int, reduction_factor: int, max_epochs: int, correlation: f
     noise = rng.standard_normal((trials, max_epochs))
     scores = math.sqrt(correlation) * quality[:, None] + math.sqrt(1 - correlation) * noise
     pace = rng.lognormal(0.0, 0.3, trials)  # some strategies train faster than others
-    return run_asha(scores, pace, reduction_factor, concurrency, rng)
+    return run_asha(scores, pace, reduction_factor, concurrency, rng).epochs
+
+
+class AshaRun(NamedTuple):
+    epochs: int  # epochs trained, all trials together
+    finished: list[int]  # the trials that ran to the last epoch
 
 
 def run_asha(scores: np.ndarray, pace: np.ndarray, reduction_factor: int, concurrency: int, rng: np.random.Generator,
-             jitter: float = 0.1) -> int:
-    """Epochs trained when Ray's ASHAScheduler (grace 1, one bracket) decides after every epoch.
+             jitter: float = 0.1, grace_period: int = 1) -> AshaRun:
+    """What Ray's ASHAScheduler (one bracket) trains when it decides after every epoch.
 
     `scores[i, t]` is trial i's score after epoch t + 1 (higher is better); `pace[i]` its time per
     epoch, each epoch drawn within +-`jitter` of it. `concurrency` slots take the trials in order."""
@@ -81,10 +88,10 @@ def run_asha(scores: np.ndarray, pace: np.ndarray, reduction_factor: int, concur
 
     trials, max_epochs = scores.shape
     scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max", max_t=max_epochs,
-                              grace_period=1, reduction_factor=reduction_factor, brackets=1)
+                              grace_period=grace_period, reduction_factor=reduction_factor, brackets=1)
     handles = [SimpleNamespace(trial_id=f"t{number}") for number in range(trials)]
     events: list[tuple[float, int, int]] = []  # (time the epoch ends, trial, epoch)
-    next_trial, epochs = 0, 0
+    next_trial, epochs, finished = 0, 0, []
 
     def epoch_time(number: int) -> float:
         return float(pace[number] * rng.uniform(1 - jitter, 1 + jitter))
@@ -106,8 +113,10 @@ def run_asha(scores: np.ndarray, pace: np.ndarray, reduction_factor: int, concur
             heapq.heappush(events, (now + epoch_time(number), number, epoch + 1))
         else:
             scheduler.on_trial_complete(None, handles[number], result)
+            if epoch == max_epochs:
+                finished.append(number)
             start(now)
-    return epochs
+    return AshaRun(epochs, finished)
 
 
 def main(argv: list[str] | None = None) -> int:

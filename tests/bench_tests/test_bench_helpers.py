@@ -100,6 +100,7 @@ def test_asha_rule_rungs_and_long_search_share() -> None:
     from bench.asha_rule import limit_share, rungs
 
     assert rungs(6, 3) == [1, 3] and rungs(6, 2) == [1, 2, 4] and rungs(6, 4) == [1, 4] and rungs(9, 3) == [1, 3]
+    assert rungs(8, 3, grace_period=2) == [2, 6] and rungs(6, 3, grace_period=2) == [2] and rungs(8, 2, grace_period=2) == [2, 4]
     # rf 3 over 6 epochs: everyone 1 epoch, a third 2 more, a ninth 3 more: 2 of 6 epochs per trial.
     assert limit_share(6, 3) == pytest.approx(1 / 3)
     assert limit_share(6, 2) == pytest.approx((1 + 1 / 2 + 2 / 4 + 2 / 8) / 6)
@@ -116,9 +117,48 @@ def test_asha_rule_drives_rays_scheduler_as_worked_by_hand() -> None:
     rng = np.random.default_rng(0)
     pace = np.ones(5)
     rising = np.repeat(np.arange(5.0)[:, None], 6, axis=1)  # each trial better than the last
-    assert run_asha(rising, pace, reduction_factor=3, concurrency=1, rng=rng) == 5 * 6
+    assert run_asha(rising, pace, reduction_factor=3, concurrency=1, rng=rng).epochs == 5 * 6
     falling = rising[::-1].copy()  # the first is the best: the others stop at epoch 1
-    assert run_asha(falling, pace, reduction_factor=3, concurrency=1, rng=rng) == 6 + 4 * 1
+    assert run_asha(falling, pace, reduction_factor=3, concurrency=1, rng=rng).epochs == 6 + 4 * 1
     # Trial 2 is below trial 0 at epoch 1 (cutoff: 2/3 of the way from trial 1's 1 to trial 0's 3).
     mixed = np.repeat(np.array([3.0, 1.0, 2.0])[:, None], 6, axis=1)
-    assert run_asha(mixed, np.ones(3), reduction_factor=3, concurrency=1, rng=rng) == 6 + 1 + 1
+    assert run_asha(mixed, np.ones(3), reduction_factor=3, concurrency=1, rng=rng).epochs == 6 + 1 + 1
+    # Grace 2, 6 epochs, rf 3: one rung, at epoch 2; the trials that beat it run to the end.
+    run = run_asha(falling, pace, reduction_factor=3, concurrency=1, rng=rng, grace_period=2)
+    assert run == (6 + 4 * 2, [0])
+    assert run_asha(mixed, np.ones(3), reduction_factor=3, concurrency=1, rng=rng, grace_period=2) == (6 + 2 + 2, [0])
+    assert run_asha(rising, pace, reduction_factor=3, concurrency=1, rng=rng, grace_period=2) == (5 * 6, [0, 1, 2, 3, 4])
+
+
+def test_asha_replay_reads_whole_curves_and_replays_them() -> None:
+    """Curves of a study without early stopping, replayed: trials with fewer epochs are left out, a
+    minimizing study is turned round, and the gap is the best final score ASHA does not let finish."""
+    import numpy as np
+    import optuna
+
+    from bench.asha_replay import curves_from_study, replay
+
+    def study_of(direction: str, curves: list[list[float]]) -> optuna.Study:
+        study = optuna.create_study(direction=direction)
+        for curve in curves:
+            study.add_trial(optuna.trial.create_trial(
+                value=curve[-1], intermediate_values=dict(enumerate(curve, start=1)),
+                state=optuna.trial.TrialState.COMPLETE if len(curve) == 3 else optuna.trial.TrialState.PRUNED))
+        return study
+
+    # Trial 0 is best after epoch 1 and at the end; trial 2 is the best at the end but worst at
+    # epoch 1; trial 3 stopped early (left out).
+    curves = [[0.6, 0.7, 0.8], [0.5, 0.6, 0.7], [0.1, 0.5, 0.9], [0.2, 0.3]]
+    scores, pace, left_out = curves_from_study(study_of("maximize", curves))
+    assert left_out == 1 and scores.tolist() == curves[:3] and pace.shape == (3,) and (pace >= 0).all()
+    # One slot, trials in order, rf 3, grace 1 over 3 epochs (one rung at epoch 1): trial 0 goes
+    # on (rung empty), trial 1 (0.5 < cutoff 0.6) and trial 2 stop: 3 + 1 + 1 epochs, best 0.8.
+    rng = np.random.default_rng(0)
+    share, gap = replay(scores, np.ones(3), reduction_factor=3, grace_period=1, concurrency=1, orders=5, rng=rng)
+    assert share == pytest.approx(5 / 9) and gap == pytest.approx(100 * (0.9 - 0.8))
+    # Grace 2 (rung at epoch 2, below the last): trial 2's 0.5 at epoch 2 is under trial 0's 0.7 still.
+    share, gap = replay(scores, np.ones(3), reduction_factor=3, grace_period=2, concurrency=1, orders=5, rng=rng)
+    assert share == pytest.approx((3 + 2 + 2) / 9) and gap == pytest.approx(10.0)
+
+    losses, _, _ = curves_from_study(study_of("minimize", [[1.0, 0.5, 0.2], [0.9, 0.8, 0.7]]))
+    assert losses.tolist() == [[-1.0, -0.5, -0.2], [-0.9, -0.8, -0.7]]  # higher is better for the scheduler

@@ -7,7 +7,7 @@ studies (`optuna.Study.enqueue_trial`), so the sampler's adaptivity cannot make 
 Each trial is seeded identically on both sides, so a trial ASHA keeps trains exactly as it does
 without early stopping.
 
-- ASHA: the engine's scheduler with grace period 1 and reduction factor 3 (the study default), or
+- ASHA: the engine's scheduler with grace period 1 and reduction factor 4 (the study default), or
   each of `--reduction-factors`, all on the same trials;
 - no early stopping: the same scheduler with grace period = max epochs (no rung before the end).
 
@@ -21,9 +21,9 @@ of 24 trials, scored on 872 dev sentences, does not settle a gap of half a point
 share swings by +-8 points (`bench/asha_rule.py`). Targets: at most 40% of the epochs, best score within 0.5 point.
 
 The default shape is the search of the performance issue: 24 trials, at most 8 epochs, 2 at a
-time (about 8 minutes per draw on 2 cores).
+time (about 8 minutes per draw on bench/README's AMD VM, 30 on its slower Intel VM).
 
-    python bench/asha.py [--draws 5] [--trials 24] [--max-epochs 8] [--concurrency 2] [--reduction-factors 3]
+    python bench/asha.py [--draws 5] [--trials 24] [--max-epochs 8] [--concurrency 2] [--reduction-factors 4]
                          [--replay-graces 1,2] [--keep-studies DIR]
 
 The last line is `RESULT ...` for scripts.
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--reduction-factors", default="3",
-                        help="comma-separated ASHA reduction factors, each run on the same trials (default 3, the study default; "
+    parser.add_argument("--reduction-factors", default="4",
+                        help="comma-separated ASHA reduction factors, each run on the same trials (default 4, the study default; "
                              "the targets apply to the first)")
     parser.add_argument("--draws", type=int, default=5,
                         help="independent draws of trials (seeds SEED, SEED+1, ...); figures are their means (one draw does not settle half a point)")

@@ -352,7 +352,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
     asha_reader.check_keys(("grace_period", "reduction_factor"))
     asha = Asha(
         grace_period=asha_reader.integer("grace_period", 1, minimum=1),
-        reduction_factor=asha_reader.number("reduction_factor", 3, minimum=2),
+        reduction_factor=asha_reader.number("reduction_factor", 4, minimum=2),
     )
 
     space_spec = raw.get("space") or {}

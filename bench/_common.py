@@ -194,9 +194,13 @@ def sst2_subset(data_root: Path, folder: Path, train_sentences: int | None) -> P
 
 
 def sst2_study(name: str, *, storage: str, trials: int, max_epochs: int, concurrency: int, seed: int,
-               space: dict[str, Any], grace_period: int = 1, reduction_factor: int = 3, gpu: float = 0.0,
+               space: dict[str, Any], grace_period: int = 1, reduction_factor: int | None = None, gpu: float = 0.0,
                max_length: int = 50) -> dict[str, Any]:
-    """A study file's content (as `yaml.safe_load` would give it) for a text-classification search on SST-2."""
+    """A study file's content (as `yaml.safe_load` would give it) for a text-classification search on SST-2;
+    without `reduction_factor`, the study default's."""
+    asha: dict[str, Any] = {"grace_period": grace_period}
+    if reduction_factor is not None:
+        asha["reduction_factor"] = reduction_factor
     return {
         "name": name,
         "task": "text_classification",
@@ -205,7 +209,7 @@ def sst2_study(name: str, *, storage: str, trials: int, max_epochs: int, concurr
         "metric": "accuracy",
         "direction": "maximize",
         "budget": {"trials": trials, "max_epochs": max_epochs, "concurrency": concurrency, "resources": {"cpu": 1, "gpu": gpu}},
-        "asha": {"grace_period": grace_period, "reduction_factor": reduction_factor},
+        "asha": asha,
         "storage": storage,
         "space": space,
     }

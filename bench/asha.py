@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--reduction-factors", default="4",
-                        help="comma-separated ASHA reduction factors, each run on the same trials (default 4, the study default; "
+    parser.add_argument("--reduction-factors", default=None,
+                        help="comma-separated ASHA reduction factors, each run on the same trials (default: the study default, search.config.Asha; "
                              "the targets apply to the first)")
     parser.add_argument("--draws", type=int, default=5,
                         help="independent draws of trials (seeds SEED, SEED+1, ...); figures are their means (one draw does not settle half a point)")
@@ -177,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding sentence/sst2/")
     args = parser.parse_args(argv)
     try:
+        if args.reduction_factors is None:
+            from search.config import Asha
+
+            args.reduction_factors = str(int(Asha.reduction_factor))
         args.reduction_factors = [int(part) for part in args.reduction_factors.split(",")]
         args.replay_graces = [int(part) for part in args.replay_graces.split(",")] if args.replay_graces else []
     except ValueError:

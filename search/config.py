@@ -49,8 +49,10 @@ class Budget:
 
 @dataclass(frozen=True)
 class Asha:
-    grace_period: int
-    reduction_factor: float
+    grace_period: int = 1
+    # Ray's default; on SST-2 it trained 38.5% of the epochs where 3 trained 42.0%, same best score
+    # (bench/README.md, asha.py).
+    reduction_factor: float = 4
 
 
 @dataclass(frozen=True)
@@ -351,8 +353,8 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
     asha_reader = top.section("asha", required=False) or _Reader(path, {}, "asha.")
     asha_reader.check_keys(("grace_period", "reduction_factor"))
     asha = Asha(
-        grace_period=asha_reader.integer("grace_period", 1, minimum=1),
-        reduction_factor=asha_reader.number("reduction_factor", 4, minimum=2),
+        grace_period=asha_reader.integer("grace_period", Asha.grace_period, minimum=1),
+        reduction_factor=asha_reader.number("reduction_factor", Asha.reduction_factor, minimum=2),
     )
 
     space_spec = raw.get("space") or {}

@@ -162,3 +162,41 @@ def test_asha_replay_reads_whole_curves_and_replays_them() -> None:
 
     losses, _, _ = curves_from_study(study_of("minimize", [[1.0, 0.5, 0.2], [0.9, 0.8, 0.7]]))
     assert losses.tolist() == [[-1.0, -0.5, -0.2], [-0.9, -0.8, -0.7]]  # higher is better for the scheduler
+
+
+def test_gpu_bundle_closure_pins_what_is_installed_and_leaves_out_the_targets_packages(tmp_path) -> None:
+    import importlib.metadata as metadata
+
+    from bench.gpu_bundle import read_have, requirement_closure
+
+    have_file = tmp_path / "have.txt"
+    have_file.write_text("# pip list --format=freeze\nSQLAlchemy==2.0.0\nnumpy\npydantic_core @ file:///wheels/x.whl\n")
+    assert read_have(have_file) == {"sqlalchemy", "numpy", "pydantic-core"}
+
+    pins = requirement_closure(("optuna", "ray[tune]"), "3.12")
+    assert pins["optuna"] == metadata.version("optuna")
+    assert pins["ray"] == metadata.version("ray")
+    assert {"sqlalchemy", "alembic", "pandas", "pyarrow"} <= set(pins)  # optuna's and Tune's needs, transitively
+    assert "torch" not in pins
+
+
+def test_gpu_bundle_slims_rays_wheel_without_losing_executable_bits(tmp_path) -> None:
+    import tarfile
+    import zipfile
+
+    from bench.gpu_bundle import slim_ray
+
+    wheel = tmp_path / "ray-0-cp312-cp312-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, mode in [("ray/__init__.py", 0o644), ("ray/core/src/ray/raylet/raylet", 0o755),
+                           ("ray/jars/ray_dist.jar", 0o644), ("ray/rllib/__init__.py", 0o644),
+                           ("ray/dashboard/client/build/index.html", 0o644), ("ray/dashboard/head.py", 0o644),
+                           ("ray-0.dist-info/METADATA", 0o644)]:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            archive.writestr(info, "x")
+    assert slim_ray(wheel, tmp_path / "ray.tar.xz") == 4
+    with tarfile.open(tmp_path / "ray.tar.xz") as archive:
+        members = {member.name: member.mode for member in archive.getmembers() if member.isfile()}
+    assert set(members) == {"ray/__init__.py", "ray/core/src/ray/raylet/raylet", "ray/dashboard/head.py", "ray-0.dist-info/METADATA"}
+    assert members["ray/core/src/ray/raylet/raylet"] & 0o100

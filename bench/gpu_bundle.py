@@ -6,7 +6,7 @@ they need), at the versions installed here (the ones the tests ran with), for th
 leaving out what the target already has (`--have`, the output of `python3 -m pip list --format=freeze`
 there, or one name per line). Ray's wheel is about 76 MiB; the parts a search does not use (the Java
 jars, the dashboard's web client, RLlib) are left out and the rest goes into an xz tarball of about
-25 MiB, so the whole bundle fits a small upload.
+28 MiB, so the whole bundle fits a small upload.
 
     python bench/gpu_bundle.py --out .gpu_bundle --have have.txt [--python-version 3.12]
 
@@ -34,7 +34,7 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import DEFAULT_DATA_ROOT, SST2_FILES  # noqa: E402
+from bench._common import DEFAULT_DATA_ROOT, require_sst2, sst2_subset  # noqa: E402
 
 # What a search imports beyond torch (plotly, seqeval, the dashboard and psycopg are for reports, NER and
 # PostgreSQL, which gpu_packing.py does not use).
@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.have is not None and not args.have.is_file():
         parser.error(f"--have {args.have}: no such file")
-    missing = [path for path in SST2_FILES.values() if not (args.data_root / path).is_file()]
-    if missing:
-        parser.error(f"--data-root {args.data_root}: missing {', '.join(missing)}")
+    require_sst2(args.data_root)
 
     have = read_have(args.have)
     pins = {name: version for name, version in requirement_closure(ROOTS, args.python_version).items() if name not in have}
@@ -158,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = slim_ray(wheel, args.out / "ray-slim.tar.xz")
         wheel.unlink()
         print(f"  ray-slim.tar.xz: {kept} files, {(args.out / 'ray-slim.tar.xz').stat().st_size / 2**20:.1f} MiB")
-    for path in SST2_FILES.values():
-        (args.out / "data" / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.data_root / path, args.out / "data" / path)
+    sst2_subset(args.data_root, args.out / "data", train_sentences=None)
     (args.out / "install.sh").write_text(INSTALL_SH)
     total = sum(path.stat().st_size for path in args.out.rglob("*") if path.is_file())
     print(f"bundle: {args.out} ({total / 2**20:.1f} MiB); on the target: sh {args.out.name}/install.sh /tmp/site")

@@ -132,13 +132,22 @@ def slim_ray(wheel: Path, out: Path) -> int:
     return kept
 
 
+def is_replaceable(out: Path) -> bool:
+    """Whether `--out` may be emptied: absent, an empty folder, or a bundle this script wrote."""
+    if not out.exists():
+        return True
+    return out.is_dir() and (not any(out.iterdir()) or (out / "install.sh").is_file() and (out / "wheels").is_dir())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / ".gpu_bundle", help="bundle folder (emptied first)")
+    parser.add_argument("--out", type=Path, default=REPO / ".gpu_bundle", help="bundle folder: new, empty, or an earlier bundle (replaced)")
     parser.add_argument("--have", type=Path, help="the target's `pip list --format=freeze` (or one name per line): left out")
     parser.add_argument("--python-version", default="3.12", help="the target's Python, major.minor")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding sentence/sst2/, copied in")
     args = parser.parse_args(argv)
+    if not is_replaceable(args.out):
+        parser.error(f"--out {args.out}: not empty and not a bundle (no install.sh); pass a new or empty folder")
     if args.have is not None and not args.have.is_file():
         parser.error(f"--have {args.have}: no such file")
     require_sst2(args.data_root)

@@ -200,3 +200,22 @@ def test_gpu_bundle_slims_rays_wheel_without_losing_executable_bits(tmp_path) ->
         members = {member.name: member.mode for member in archive.getmembers() if member.isfile()}
     assert set(members) == {"ray/__init__.py", "ray/core/src/ray/raylet/raylet", "ray/dashboard/head.py", "ray-0.dist-info/METADATA"}
     assert members["ray/core/src/ray/raylet/raylet"] & 0o100
+
+
+def test_gpu_bundle_refuses_to_empty_a_folder_that_is_not_a_bundle(tmp_path, capsys) -> None:
+    from bench import gpu_bundle
+
+    keep = tmp_path / "project"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_bundle.main(["--out", str(keep)])
+    assert exit_info.value.code == 2
+    assert f"--out {keep}: not empty and not a bundle" in capsys.readouterr().err
+    assert (keep / "notes.txt").read_text() == "mine"
+
+    earlier = tmp_path / "bundle"
+    (earlier / "wheels").mkdir(parents=True)
+    (earlier / "install.sh").write_text("")
+    assert gpu_bundle.is_replaceable(earlier) and gpu_bundle.is_replaceable(tmp_path / "new")
+    assert not gpu_bundle.is_replaceable(keep / "notes.txt")

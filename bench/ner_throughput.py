@@ -1,7 +1,7 @@
 """Training throughput of the BiLSTM-CRF trainable against a plain PyTorch loop, on WNUT-17.
 
-Engine side: `trainables.ner.train_ner` itself, one epoch per call, timed by the `train_seconds` and
-`sentences_per_second` it reports (training only; the dev evaluation after the epoch is not timed).
+Engine side: the trial runner on the NER task (`trainables.ner.TASK`), one epoch per call, timed by the `train_seconds` and
+`examples_per_second` it reports (sentences per second) (training only; the dev evaluation after the epoch is not timed).
 Reference side: the same model size written the way one would without the engine (its own model
 class, a textbook batched CRF forward algorithm, pad_sequence padding, Adam), in this file.
 
@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))  # runnable as `python bench/ner_throughput.py` wi
 
 import datasets  # noqa: E402
 
-from trainables._loop import TrialSettings  # noqa: E402
+from trainables.runner import TrialSettings  # noqa: E402
 from trainables.crf import CRF, transition_constraints  # noqa: E402
-from trainables.ner import batches, train_ner  # noqa: E402
+from trainables.ner import TASK, batches  # noqa: E402
 from trainables.ner_data import ConllSource, EncodedSentences, NerData, NerDataSpec, load_ner  # noqa: E402
 
 WNUT_FILES = {
@@ -100,8 +100,8 @@ def engine_epoch(data: NerData, threads: int) -> tuple[float, float, int]:
     """One epoch of the trainable's own loop on a fresh model: (train seconds, sentences/s, params)."""
     reported: dict[str, Any] = {}
     settings = TrialSettings(metric="f1", mode="max", max_epochs=1, seed=SEED, threads=threads, checkpoint=False)
-    train_ner(engine_config(), data, settings, report=lambda metrics, _directory: reported.update(metrics))
-    return reported["train_seconds"], reported["sentences_per_second"], int(reported["param_count"])
+    TASK.trainable(engine_config(), data, settings, report=lambda metrics, _directory: reported.update(metrics))
+    return reported["train_seconds"], reported["examples_per_second"], int(reported["param_count"])
 
 
 # ---- reference side -----------------------------------------------------------------------------
@@ -209,7 +209,8 @@ def crf_timings(data: NerData, repeats: int = 5) -> dict[str, float]:
     num_tags = len(data.tags)
     crf = CRF(num_tags, transition_constraints(data.tags, data.scheme))
     textbook = PlainBiLstmCrf(2, 2, num_tags)  # only its CRF parameters are used
-    _, _, _, tags, mask = next(batches(data.train, BATCH_SIZE, shuffle=True, rng=np.random.default_rng(SEED)))
+    batch = next(batches(data.train, BATCH_SIZE, shuffle=True, rng=np.random.default_rng(SEED)))
+    tags, mask = batch.tags, batch.mask
     emissions = torch.randn(*tags.shape, num_tags, generator=torch.Generator().manual_seed(SEED), requires_grad=True)
     lengths = mask.sum(dim=1).tolist()
 
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or (args.sentences is not None and args.sentences < 1) or args.threads < 1:
         parser.error("--rounds, --sentences and --threads must be positive")
 
-    torch.set_num_threads(args.threads)  # train_ner sets the same for itself
+    torch.set_num_threads(args.threads)  # the trial runner sets the same for itself
     data = load_wnut(args.data_root, args.sentences)
     sentences = plain_sentences(data.train)
     sizes = (len(data.words), len(data.chars), len(data.tags))

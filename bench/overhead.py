@@ -73,7 +73,7 @@ def run_plain(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
 
     from search.engine import make_sampler, open_storage
     from spaces import Strategy, suggest, unflatten
-    from trainables._loop import TrialSettings
+    from trainables.runner import TrialSettings
 
     task = config.get_task()
     started = time.perf_counter()

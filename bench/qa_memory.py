@@ -88,18 +88,21 @@ def child_train(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from trainables import _loop
-    from trainables.bidaf import span_loss
-    from trainables.reading_comprehension import _build, batches
+    from spaces import Strategy
+    from spaces.loss_terms import LOSS_TERMS
+    from trainables.optimization import Optimization, Precision
+    from trainables.reading_comprehension import TASK, batches
 
     with open(args.data, "rb") as handle:
         data = pickle.load(handle)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = {**CONFIG, "train": {"batch_size": args.batch_size}}
-    settings = _loop.TrialSettings(metric="f1", mode="max", max_epochs=1, checkpoint=False)
-    strategy, model, loss_fn, contrastive, device, precision = _build(config, data, settings)
-    optimization = _loop.Optimization(strategy, model, settings, args.steps, precision, "max")
+    strategy = Strategy.from_config(config)
+    trial = TASK.build(strategy, data)
+    model = trial.model
+    contrastive = LOSS_TERMS["infonce"].build(**strategy.toggles["loss_terms"]["infonce"])
+    optimization = Optimization(strategy, model, 1, args.steps, Precision(torch.device("cpu"), False), "max")
     after_setup = peak_mib()
 
     split = data.train
@@ -109,9 +112,8 @@ def child_train(args: argparse.Namespace) -> None:
     model.train()
     started = time.perf_counter()
     for batch in batches(split, data, questions, args.batch_size, shuffle=False):
-        scores = model(*batch.inputs())
-        objective = span_loss(loss_fn, strategy.loss, scores, batch.start, batch.end, batch.context_mask)
-        objective = objective + contrastive(scores.question_vector, scores.context_vector, batch.paragraph)
+        scores = TASK.forward(model, batch)
+        objective = TASK.loss(trial, scores, batch) + contrastive(*TASK.paired_encodings(scores, batch))
         optimization.step(objective)
     print(json.dumps({"peak_mib": peak_mib(), "setup_peak_mib": after_setup, "train_seconds": time.perf_counter() - started, "full_window_questions": len(full)}))
 

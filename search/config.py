@@ -359,7 +359,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
 
     space_spec = raw.get("space") or {}
     try:
-        space = build_space(space_spec, task.registries)
+        space = build_space(space_spec, task.registries, offers=task.offers, task=task.name)
     except SpaceError as error:
         raise StudyFileError(path, error.where, error.message) from None
 

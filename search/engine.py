@@ -24,7 +24,7 @@ from search import recovery
 from search.config import StudyConfig
 from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
-from trainables._loop import TrialSettings
+from trainables.runner import TrialSettings
 from trainables.data import DataError
 
 

@@ -23,7 +23,7 @@ from search.config import StudyFileError, fixed_space, parse_data_section
 from search.export import flatten, parse_value
 from search.tasks import TASKS, Task, get_task
 from spaces import SpaceError, build_space, suggest, unflatten
-from trainables._loop import TrialSettings
+from trainables.runner import TrialSettings
 
 FLAGS = "search train flags"  # the "file" named in errors about a config given as flags
 
@@ -134,7 +134,7 @@ def check_config(task: Task, config: Any, path: str) -> None:
         if key not in config.get(group, {}):
             raise StudyFileError(path, field(f"{group}/{key}"), "missing; every config fixes it")
     try:
-        space = build_space(fixed_space(config), task.registries, where="config")
+        space = build_space(fixed_space(config), task.registries, where="config", offers=task.offers, task=task.name)
         resolved = suggest(_FixedOnly(), space)
     except SpaceError as error:
         # The space's field names (`config.loss.params.focal.gamma`) as the config's.

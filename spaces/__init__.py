@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from spaces._base import Categorical, Component, Fixed, Float, Int, Registry, SpaceError, registry
+from spaces._base import Categorical, Component, Fixed, Float, Int, Offer, Registry, SpaceError, registry
 from spaces._space import FamilySpace, Space, Strategy, build_space, categorical_choices, suggest, unflatten
 from spaces.addons import ADDONS
 from spaces.char_encoders import CHAR_ENCODERS
@@ -62,6 +62,6 @@ READING_COMPREHENSION = {
 
 __all__ = [
     "ADDONS", "CHAR_ENCODERS", "DECODERS", "ENCODERS", "HEADS", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
-    "Categorical", "Component", "FamilySpace", "Fixed", "Float", "Int", "Registry", "Space",
+    "Categorical", "Component", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
     "SpaceError", "Strategy", "build_space", "categorical_choices", "registry", "suggest", "unflatten",
 ]

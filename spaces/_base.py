@@ -228,12 +228,34 @@ def _choices_text(choices: Sequence[Any]) -> str:
 
 @dataclass(frozen=True)
 class Component:
-    """One entry of a family: its name, its hyperparameters with default ranges, and its builder."""
+    """One entry of a family: its name, its hyperparameters with default ranges, and its builder.
+
+    `supports` says what the component can work with, in its family's terms (a loss: the output
+    forms it can score, see `spaces.losses`; a regularizer: where it acts, "loop" or "model").
+    A task offers each family some forms (`Offer`); the space refuses a component that supports
+    none of them. Empty: it works with whatever the task offers.
+    """
 
     name: str
     params: Mapping[str, Param]
     build: Callable[..., Any] | None = None
     summary: str = ""
+    supports: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a task gives one family's components: `forms`, always or only while the component
+    `when = (family, component)` is chosen (NER's loss sees whole distributions under the softmax
+    head, gold log-probabilities under the CRF)."""
+
+    forms: frozenset[str]
+    when: tuple[str, str] | None = None
+    why: str = ""  # what the forms mean here, for the refusal message
+
+    def describe(self) -> str:
+        offered = f"offers {', '.join(sorted(self.forms))}"
+        return f"{self.when[0]} {self.when[1]!r} {offered}" if self.when else offered
 
 
 @dataclass(frozen=True)

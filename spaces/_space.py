@@ -14,11 +14,12 @@ and they unflatten on "/" into a nested config without collisions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from spaces._base import Categorical, Param, Registry, SpaceError, is_positive_int
+from spaces._base import Categorical, Offer, Param, Registry, SpaceError, is_positive_int
+from spaces._support import restrict_to_supported
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,10 @@ class Space:
     globals: Mapping[str, Param]  # flat name -> param
 
 
-def build_space(spec: Mapping[str, Any] | None, registries: Mapping[str, Registry], where: str = "space") -> Space:
+def build_space(
+    spec: Mapping[str, Any] | None, registries: Mapping[str, Registry], where: str = "space",
+    offers: Mapping[str, Sequence[Offer]] | None = None, task: str = "",
+) -> Space:
     """Reads a study's `space:` section against the task's registries.
 
     A family may be omitted (every component searched with default ranges), or given as:
@@ -62,6 +66,9 @@ def build_space(spec: Mapping[str, Any] | None, registries: Mapping[str, Registr
         `{search: [...], always: [...], params: ...}` (components in neither are off).
     An override is a number or a single value (fixed), `[low, high]`, `{low, high, log}`, or a
     list of choices for a categorical.
+
+    `offers` (family -> what the task gives its components) leaves out, or refuses where the
+    study names them, components that cannot work with `task` (see `spaces._support`).
     """
     spec = dict(spec or {})
     if not isinstance(spec, Mapping):
@@ -75,6 +82,8 @@ def build_space(spec: Mapping[str, Any] | None, registries: Mapping[str, Registr
         family: _family_space(reg, spec.get(family), f"{where}.{family}")
         for family, reg in registries.items()
     }
+    if offers:
+        families = restrict_to_supported(families, spec, offers, task, where)
     globals_ = {}
     for key, (flat_name, default) in GLOBAL_PARAMS.items():
         globals_[flat_name] = default.override(spec[key], f"{where}.{key}") if key in spec else default

@@ -14,6 +14,10 @@ from torch import nn
 
 from spaces._base import Component, Float, positive, registry
 
+PAIRED_ENCODINGS = "paired_encodings"
+"""The form a loss term needs: two encodings per example that should match (a question and its
+context), and optionally a group per example (rows of one group are not each other's negatives)."""
+
 
 class InfoNCE(nn.Module):
     """weight x symmetric InfoNCE over cosine similarities / temperature.
@@ -62,6 +66,7 @@ LOSS_TERMS = registry(
             },
             InfoNCE,
             "InfoNCE between paired representations, in-batch negatives (van den Oord et al. 2018)",
+            supports=frozenset({PAIRED_ENCODINGS}),
         ),
     ],
 )

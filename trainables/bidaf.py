@@ -13,7 +13,6 @@ highway layer over the embeddings is left out: the encoder families are what the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +20,9 @@ from torch import nn
 
 from spaces._space import Strategy
 from spaces.addons import ADDONS
-from spaces.char_encoders import CHAR_ENCODERS
 from spaces.encoders import ENCODERS
-from trainables.models import TokenDropout, random_word_embedding, word_and_char_features
+from spaces.losses import GoldLogProb
+from trainables.models import TokenDropout, build_char_encoder, random_word_embedding, word_and_char_features
 
 
 @dataclass
@@ -124,9 +123,8 @@ class BiDAF(nn.Module):
 def build_bidaf(strategy: Strategy, num_words: int, num_chars: int) -> BiDAF:
     dropout = strategy.regularizer("dropout", "p")
     word_embedding = random_word_embedding(num_words, strategy.embedding_dim)
-    char_name, char_params = strategy.choice("char_encoder")
-    char_encoder = CHAR_ENCODERS[char_name].build(num_chars, **char_params) if char_name != "none" else None
-    input_dim = strategy.embedding_dim + (char_encoder.output_dim if char_encoder is not None else 0)
+    char_encoder, char_dim = build_char_encoder(strategy, num_chars)
+    input_dim = strategy.embedding_dim + char_dim
     encoder_name, encoder_params = strategy.encoder
     build_encoder = ENCODERS[encoder_name].build
     contextual = build_encoder(input_dim, dropout=dropout, **encoder_params)
@@ -140,34 +138,20 @@ def build_bidaf(strategy: Strategy, num_words: int, num_chars: int) -> BiDAF:
     return BiDAF(word_embedding, char_encoder, strategy.regularizer("embedding_dropout", "p"), contextual, modelling, addons, end_encoder, dropout)
 
 
-def span_loss(
-    loss_fn: nn.Module,
-    loss: tuple[str, dict[str, Any]],
-    scores: SpanScores,
-    start: torch.Tensor,
-    end: torch.Tensor,
-    mask: torch.Tensor,
-) -> torch.Tensor:
-    """The strategy's loss on the start and end positions (mean of the two), over rows with a gold
-    span (start >= 0).
-
-    Cross-entropy, focal and GHM act on log p(gold start) and log p(gold end) as on a class's
-    log-probability; label smoothing mixes the NLL with uniform-target cross-entropy over the
-    context's real tokens (never over padding).
-    """
-    valid = start >= 0
+def span_log_probs(scores: SpanScores, start: torch.Tensor, end: torch.Tensor, mask: torch.Tensor) -> GoldLogProb:
+    """The start and end positions as a loss sees them (rows with a gold span, start >= 0, count):
+    log p(gold start) and log p(gold end) as 2B examples, and for label smoothing the mean NLL of
+    a uniform target over each context's real tokens (never over padding)."""
+    valid = (start >= 0).repeat(2)
     log_p = torch.stack([scores.start_log_p, scores.end_log_p])  # [2, B, T]
     gold = torch.stack([start, end]).clamp(min=0).unsqueeze(-1)
-    gold_log_p = log_p.gather(2, gold).squeeze(-1).reshape(-1)
-    valid = valid.repeat(2)
-    name, params = loss
-    if name == "label_smoothing":
-        epsilon = params["epsilon"]
+
+    def uniform_nll() -> torch.Tensor:
         rows = valid.float()
-        nll = -(gold_log_p * rows).sum() / rows.sum().clamp(min=1)
         uniform = -torch.where(mask, log_p, 0.0).sum(dim=-1).reshape(-1) / mask.sum(dim=-1).repeat(2)
-        return (1 - epsilon) * nll + epsilon * (uniform * rows).sum() / rows.sum().clamp(min=1)
-    return loss_fn.from_gold_log_prob(gold_log_p, valid)
+        return (uniform * rows).sum() / rows.sum().clamp(min=1)
+
+    return GoldLogProb(log_p.gather(2, gold).squeeze(-1).reshape(-1), uniform_nll, valid)
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ from torch import nn
 
 from spaces._space import Strategy
 from spaces.addons import ADDONS
+from spaces.char_encoders import CHAR_ENCODERS
 from spaces.encoders import ENCODERS
 
 
@@ -64,6 +65,14 @@ def word_and_char_features(word_embedding: nn.Embedding, char_encoder: nn.Module
     batch, length, width = chars.shape
     spelled = char_encoder(chars.reshape(batch * length, width)).reshape(batch, length, -1)
     return torch.cat([x, spelled.to(x.dtype)], dim=-1)
+
+
+def build_char_encoder(strategy: Strategy, num_chars: int) -> tuple[nn.Module | None, int]:
+    """The strategy's character encoder (None for a component without one, `none`) and its output size."""
+    name, params = strategy.choice("char_encoder")
+    build = CHAR_ENCODERS[name].build
+    encoder = build(num_chars, **params) if build is not None else None
+    return encoder, encoder.output_dim if encoder is not None else 0
 
 
 def build_text_classifier(strategy: Strategy, vocab_size: int, num_classes: int) -> TextClassifier:

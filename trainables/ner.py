@@ -1,38 +1,45 @@
-"""The NER trainable: one sampled tagging strategy, trained and reported once per epoch.
+"""Named entity recognition as a task of the trial runner: batches of sentences with their
+characters, a BiLSTM tagger with a softmax or CRF head, seqeval's entity-level scores on a split.
 
-Metrics are seqeval's entity-level precision, recall and F1 (micro, conlleval's default mode) on
-the dev split, plus F1 per entity type; `evaluate_split` scores any split (the test split for the
-best trial, after the search).
+Metrics are seqeval's entity-level precision, recall and F1 (micro, conlleval's default mode),
+plus F1 per entity type.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from seqeval.metrics import classification_report
 
+from spaces import NER, Offer
 from spaces._space import Strategy
-from spaces.losses import IGNORE_INDEX, LOSSES
-from trainables import _loop
-from trainables.ner_data import EncodedSentences, NerData
-from trainables.tagger import Tagger, build_tagger, tagging_loss
+from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, LOSSES, GoldLogProb
+from spaces.regularizers import LOOP, MODEL
+from trainables.ner_data import EncodedSentences, NerData, NerDataSpec, load_ner
+from trainables.optimization import Precision
+from trainables.tagger import Tagger, build_tagger
+from trainables.task import Batch, Task, TrialModel
 
-METRICS = {"f1": "max", "precision": "max", "recall": "max"}
+
+@dataclass
+class TagBatch(Batch):
+    index: np.ndarray  # sentence indices in the split
+    words: torch.Tensor  # [B, T]
+    chars: torch.Tensor  # [B, T, L]
+    tags: torch.Tensor  # [B, T], IGNORE_INDEX at padding
+    mask: torch.Tensor  # [B, T]
+
+    def __len__(self) -> int:
+        return len(self.words)
 
 
-def batches(
-    split: EncodedSentences, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None
-) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(sentence indices, words [B, T], chars [B, T, L], tags [B, T], mask [B, T]), padded per batch.
-
-    Built with array indexing only (no Python loop over tokens): padding words are 0, padding
-    characters 0, padding tags IGNORE_INDEX.
-    """
+def batches(split: EncodedSentences, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None) -> Iterator[TagBatch]:
+    """Padded batches, built with array indexing only (no Python loop over tokens): padding words
+    are 0, padding characters 0, padding tags IGNORE_INDEX."""
     lengths = split.lengths()
     order = rng.permutation(len(split)) if shuffle else np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
@@ -57,24 +64,23 @@ def batches(
         chars = np.zeros((len(index), width, char_width), dtype=np.int64)
         chars[rows, cols] = flat
 
-        words_t = torch.from_numpy(words)
         mask = torch.from_numpy(np.arange(width)[None, :] < sentence_lengths[:, None])
-        yield index, words_t, torch.from_numpy(chars), torch.from_numpy(tags), mask
+        yield TagBatch(index, torch.from_numpy(words), torch.from_numpy(chars), torch.from_numpy(tags), mask)
 
 
 @torch.no_grad()
-def evaluate_split(model: Tagger, split: EncodedSentences, data: NerData, device: torch.device, precision: _loop.Precision) -> dict[str, float]:
+def evaluate_split(model: Tagger, split: EncodedSentences, data: NerData, device: torch.device, precision: Precision) -> dict[str, float]:
     """Entity-level precision, recall, F1 (micro) and F1 per type, with seqeval."""
     model.eval()
     gold_sequences: list[list[str]] = []
     predicted_sequences: list[list[str]] = []
-    for _, words, chars, tags, mask in batches(split, 128, shuffle=False):
-        words, chars, mask = words.to(device), chars.to(device), mask.to(device)
+    for batch in batches(split, 128, shuffle=False):
+        gold = batch.tags.numpy()
+        batch = batch.to(device)
         with precision.autocast():
-            emissions = model.emissions(words, chars, mask)
-        predicted = model.decode(emissions.float(), mask).cpu().numpy()
-        lengths = mask.sum(dim=1).cpu().numpy()
-        gold = tags.numpy()
+            emissions = model.emissions(batch.words, batch.chars, batch.mask)
+        predicted = model.decode(emissions.float(), batch.mask).cpu().numpy()
+        lengths = batch.mask.sum(dim=1).cpu().numpy()
         for row, length in enumerate(lengths):
             gold_sequences.append([data.tags[t] for t in gold[row, :length]])
             predicted_sequences.append([data.tags[t] for t in predicted[row, :length]])
@@ -87,68 +93,56 @@ def evaluate_split(model: Tagger, split: EncodedSentences, data: NerData, device
     return metrics
 
 
-def _build(config: dict[str, Any], data: NerData, settings: _loop.TrialSettings) -> tuple[Strategy, Tagger, torch.nn.Module, torch.device, _loop.Precision]:
-    strategy = Strategy.from_config(config)
-    device = _loop.pick_device()
-    precision = _loop.Precision(device, settings.mixed_precision)
-    model = build_tagger(strategy, len(data.words), len(data.chars), data.tags, data.scheme).to(device)
-    loss_name, loss_params = strategy.loss
-    loss_fn = LOSSES[loss_name].build(len(data.tags), **loss_params).to(device)
-    return strategy, model, loss_fn, device, precision
+def crf_log_probs(model: Tagger, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> GoldLogProb:
+    """A batch under the CRF head as a loss sees it: each sentence's log p(gold tags), scaled to
+    per token, and for label smoothing the uniform-target cross-entropy of the emissions per token."""
+    assert model.crf is not None
+
+    def uniform_nll() -> torch.Tensor:
+        return -(torch.log_softmax(emissions.float(), dim=-1).mean(dim=-1) * mask).sum() / mask.sum()
+
+    return GoldLogProb(model.crf.log_likelihood(emissions, tags, mask), uniform_nll, per_unit=mask.sum() / mask.shape[0])
 
 
-def train_ner(
-    config: dict[str, Any],
-    data: NerData,
-    settings: _loop.TrialSettings,
-    report: _loop.Reporter | None = None,
-) -> None:
-    """Trains one tagging strategy for up to `settings.max_epochs`, reporting after every epoch.
+class NamedEntityRecognition(Task):
+    name = "ner"
+    registries = NER
+    metrics = {"f1": "max", "precision": "max", "recall": "max"}
+    offers = {
+        "loss": (
+            Offer(frozenset({CLASSES}), when=("head", "softmax"), why="per-token logits over the tags"),
+            Offer(frozenset({GOLD_LOG_PROB}), when=("head", "crf"), why="each sentence's log p(gold tags) under the CRF"),
+        ),
+        "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+    }
+    data_spec = NerDataSpec
 
-    Without `report` it runs as a Ray Tune trial: reports go to Tune, and it resumes from the
-    checkpoint Tune hands it, if any.
-    """
-    report, in_tune = _loop.start_trial(settings, report)
-    strategy, model, loss_fn, device, precision = _build(config, data, settings)
-    steps_per_epoch = math.ceil(len(data.train) / strategy.batch_size)
-    optimization, rng, modules, first_epoch, param_count = _loop.prepare_training(
-        strategy, model, loss_fn, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode), in_tune,
-    )
-    for epoch in range(first_epoch, settings.max_epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        loss_total, sentences = 0.0, 0
-        for step, (_, words, chars, tags, mask) in enumerate(batches(data.train, strategy.batch_size, shuffle=True, rng=rng)):
-            words, chars, tags, mask = words.to(device), chars.to(device), tags.to(device), mask.to(device)
-            with precision.autocast():
-                emissions = model.emissions(words, chars, mask)
-            loss = tagging_loss(model, loss_fn, strategy.loss, emissions, tags, mask)
-            objective = loss + optimization.penalty()
-            _loop.check_finite(objective, epoch, step)
-            optimization.step(objective)
-            loss_total += loss.item() * len(words)
-            sentences += len(words)
-        train_seconds = time.perf_counter() - started
+    def load_data(self, spec: NerDataSpec, data_root: str | None, seed: int) -> NerData:
+        return load_ner(spec, data_root, seed)
 
-        dev = evaluate_split(model, data.validation, data, device, precision)
-        optimization.end_epoch(dev[settings.metric])
-        metrics = {
-            **dev,
-            "train_loss": loss_total / sentences,
-            "epoch": epoch,
-            "param_count": param_count,
-            "train_seconds": train_seconds,
-            "sentences_per_second": sentences / train_seconds,
-            "lr": optimization.lr,
-        }
-        _loop.report_epoch(report, metrics, settings, modules, rng, epoch)
+    def build(self, strategy: Strategy, data: NerData) -> TrialModel:
+        model = build_tagger(strategy, len(data.words), len(data.chars), data.tags, data.scheme)
+        loss_name, loss_params = strategy.loss
+        return TrialModel(strategy, model, LOSSES[loss_name].build(len(data.tags), **loss_params))
+
+    def train_batches(self, data: NerData, batch_size: int, rng: np.random.Generator) -> Iterator[TagBatch]:
+        return batches(data.train, batch_size, shuffle=True, rng=rng)
+
+    def forward(self, model: Tagger, batch: TagBatch) -> torch.Tensor:
+        return model.emissions(batch.words, batch.chars, batch.mask)
+
+    def loss(self, trial: TrialModel, outputs: torch.Tensor, batch: TagBatch) -> torch.Tensor:
+        """Per token under either head, so learning rates compare: the softmax head's token-level
+        loss over real tokens, or the loss family applied per sentence under the CRF."""
+        model: Tagger = trial.model  # type: ignore[assignment]
+        if model.crf is None:
+            return trial.loss(outputs.reshape(-1, outputs.shape[-1]), batch.tags.reshape(-1))
+        return trial.loss.from_gold(crf_log_probs(model, outputs, batch.tags, batch.mask))
+
+    def evaluate(self, trial: TrialModel, data: NerData, split: str, precision: Any) -> dict[str, float]:
+        return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision)  # type: ignore[arg-type]
 
 
-def evaluate_checkpoint(config: dict[str, Any], data: NerData, settings: _loop.TrialSettings, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
-    """Scores a trial's saved model on a split (the test split for the best trial)."""
-    _, model, _, device, precision = _build(config, data, settings)
-    state = _loop.load_state(checkpoint_dir)
-    if state is None:
-        raise FileNotFoundError(f"no model state in {checkpoint_dir}")
-    model.load_state_dict(state["model"])
-    return evaluate_split(model, getattr(data, split), data, device, precision)
+TASK = NamedEntityRecognition()
+# The trial function Ray runs for this task: (config, data, settings, report=None) -> None.
+train_ner = TASK.trainable

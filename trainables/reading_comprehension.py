@@ -1,31 +1,32 @@
-"""The reading-comprehension trainable: one sampled BiDAF strategy, trained and reported once per epoch.
+"""Extractive reading comprehension as a task of the trial runner: SQuAD questions batched with
+their contexts, BiDAF, SQuAD exact match and F1 on a split.
 
-Metrics on the dev split: SQuAD exact match and F1 (official normalization, max over all gold
-answers, fractions in [0, 1]) and the dev loss (mean start/end negative log-likelihood of the gold
-span, the same for every strategy so that it compares). `evaluate_split` scores any split (the test
-split for the best trial, after the search).
+Metrics: SQuAD exact match and F1 (official normalization, max over all gold answers, fractions
+in [0, 1]) and the dev loss (mean start/end negative log-likelihood of the gold span, the same for
+every strategy so that it compares). Only training questions with an aligned answer in their
+window are trained on (the data's source line counts the others).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from spaces import READING_COMPREHENSION, Offer
 from spaces._space import Strategy
-from spaces.loss_terms import LOSS_TERMS
-from spaces.losses import LOSSES
-from trainables import _loop
-from trainables.bidaf import BiDAF, best_spans, build_bidaf, span_loss
-from trainables.qa_data import EncodedQuestions, QaData
+from spaces.loss_terms import PAIRED_ENCODINGS
+from spaces.losses import GOLD_LOG_PROB, LOSSES
+from spaces.regularizers import LOOP, MODEL
+from trainables.bidaf import BiDAF, SpanScores, best_spans, build_bidaf, span_log_probs
+from trainables.optimization import Precision
+from trainables.qa_data import EncodedQuestions, QaData, QaDataSpec, load_reading_comprehension
 from trainables.squad_metrics import squad_scores
+from trainables.task import Batch, Task, TrialModel
 
-METRICS = {"f1": "max", "exact_match": "max", "loss": "min"}
 EVAL_BATCH_SIZE = 64
 # Training batches are drawn from pools of this many batches sorted by context length, so a batch
 # holds contexts of similar length (less padding) while the batch order stays random.
@@ -33,7 +34,7 @@ _POOL_BATCHES = 50
 
 
 @dataclass
-class QaBatch:
+class SpanBatch(Batch):
     """Padded model inputs for some questions; `start`/`end` are relative to each question's window
     (-1 when the question has no gold span there)."""
 
@@ -48,8 +49,8 @@ class QaBatch:
     end: torch.Tensor
     paragraph: torch.Tensor
 
-    def to(self, device: torch.device) -> QaBatch:
-        return QaBatch(self.index, *(getattr(self, f.name).to(device) for f in fields(self)[1:]))
+    def __len__(self) -> int:
+        return len(self.index)
 
     def inputs(self) -> tuple[torch.Tensor, ...]:
         return self.context_words, self.context_chars, self.context_mask, self.question_words, self.question_chars, self.question_mask
@@ -70,7 +71,7 @@ def _ragged(types: np.ndarray, starts: np.ndarray, lengths: np.ndarray, data: Qa
 
 def batches(
     split: EncodedQuestions, data: QaData, questions: np.ndarray, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None,
-) -> Iterator[QaBatch]:
+) -> Iterator[SpanBatch]:
     """Batches of `questions` (indices into `split`), built lazily from the encoded arrays.
 
     Shuffled: random pools of `_POOL_BATCHES` batches, each sorted by context length, batches in
@@ -96,12 +97,12 @@ def batches(
         has_span = split.answer_start[index] >= 0
         start = np.where(has_span, split.answer_start[index] - window, -1)
         end = np.where(has_span, split.answer_end[index] - window, -1)
-        yield QaBatch(index, *context, *question, torch.from_numpy(start.astype(np.int64)), torch.from_numpy(end.astype(np.int64)), torch.from_numpy(split.paragraph[index].astype(np.int64)))
+        yield SpanBatch(index, *context, *question, torch.from_numpy(start.astype(np.int64)), torch.from_numpy(end.astype(np.int64)), torch.from_numpy(split.paragraph[index].astype(np.int64)))
 
 
 @torch.no_grad()
 def evaluate_split(
-    model: BiDAF, split: EncodedQuestions, data: QaData, device: torch.device, precision: _loop.Precision, max_answer_length: int,
+    model: BiDAF, split: EncodedQuestions, data: QaData, device: torch.device, precision: Precision, max_answer_length: int,
 ) -> dict[str, float]:
     """Exact match and F1 (every question, all gold answers) and the dev loss (questions with a gold span in their window)."""
     model.eval()
@@ -125,84 +126,56 @@ def evaluate_split(
     return {**squad_scores(predictions, split.answers), "loss": nll_sum / max(nll_rows, 1)}
 
 
-def _build(config: dict[str, Any], data: QaData, settings: _loop.TrialSettings) -> tuple[Strategy, BiDAF, torch.nn.Module, torch.nn.Module | None, torch.device, _loop.Precision]:
-    strategy = Strategy.from_config(config)
-    device = _loop.pick_device()
-    precision = _loop.Precision(device, settings.mixed_precision)
-    model = build_bidaf(strategy, len(data.words), len(data.chars)).to(device)
-    loss_name, loss_params = strategy.loss
-    # The loss sees one "class" per context position the model can read.
-    loss_fn = LOSSES[loss_name].build(data.max_context_tokens, **loss_params).to(device)
-    terms = strategy.toggles.get("loss_terms", {})
-    contrastive = LOSS_TERMS["infonce"].build(**terms["infonce"]) if "infonce" in terms else None
-    return strategy, model, loss_fn, contrastive, device, precision
-
-
 def max_answer_length(strategy: Strategy) -> int:
     _, params = strategy.choice("decoder")
     return int(params["max_answer_length"])
 
 
-def train_reading_comprehension(
-    config: dict[str, Any],
-    data: QaData,
-    settings: _loop.TrialSettings,
-    report: _loop.Reporter | None = None,
-) -> None:
-    """Trains one BiDAF strategy for up to `settings.max_epochs`, reporting after every epoch.
-
-    Without `report` it runs as a Ray Tune trial: reports go to Tune, and it resumes from the
-    checkpoint Tune hands it, if any. Only training questions with an aligned answer in their
-    window are trained on (the data's source line counts the others).
-    """
-    report, in_tune = _loop.start_trial(settings, report)
-    strategy, model, loss_fn, contrastive, device, precision = _build(config, data, settings)
-    trainable = np.flatnonzero(data.train.answer_start >= 0)
-    steps_per_epoch = math.ceil(len(trainable) / strategy.batch_size)
-    optimization, rng, modules, first_epoch, param_count = _loop.prepare_training(
-        strategy, model, loss_fn, settings, steps_per_epoch, precision, METRICS.get(settings.metric, settings.mode), in_tune,
-    )
-    for epoch in range(first_epoch, settings.max_epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        loss_total, contrastive_total, questions = 0.0, 0.0, 0
-        for step, batch in enumerate(batches(data.train, data, trainable, strategy.batch_size, shuffle=True, rng=rng)):
-            batch = batch.to(device)
-            with precision.autocast():
-                scores = model(*batch.inputs())
-            loss = span_loss(loss_fn, strategy.loss, scores, batch.start, batch.end, batch.context_mask)
-            objective = loss + optimization.penalty()
-            if contrastive is not None:
-                term = contrastive(scores.question_vector, scores.context_vector, batch.paragraph)
-                objective = objective + term
-                contrastive_total += term.item() * len(batch.index)
-            _loop.check_finite(objective, epoch, step)
-            optimization.step(objective)
-            loss_total += loss.item() * len(batch.index)
-            questions += len(batch.index)
-        train_seconds = time.perf_counter() - started
-
-        dev = evaluate_split(model, data.validation, data, device, precision, max_answer_length(strategy))
-        optimization.end_epoch(dev[settings.metric])
-        metrics = {
-            **dev,
-            "train_loss": loss_total / questions,
-            "epoch": epoch,
-            "param_count": param_count,
-            "train_seconds": train_seconds,
-            "questions_per_second": questions / train_seconds,
-            "lr": optimization.lr,
-        }
-        if contrastive is not None:
-            metrics["train_contrastive_loss"] = contrastive_total / questions
-        _loop.report_epoch(report, metrics, settings, modules, rng, epoch)
+def _answerable(data: QaData) -> np.ndarray:
+    return np.flatnonzero(data.train.answer_start >= 0)
 
 
-def evaluate_checkpoint(config: dict[str, Any], data: QaData, settings: _loop.TrialSettings, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
-    """Scores a trial's saved model on a split (the test split for the best trial)."""
-    strategy, model, _, _, device, precision = _build(config, data, settings)
-    state = _loop.load_state(checkpoint_dir)
-    if state is None:
-        raise FileNotFoundError(f"no model state in {checkpoint_dir}")
-    model.load_state_dict(state["model"])
-    return evaluate_split(model, getattr(data, split), data, device, precision, max_answer_length(strategy))
+class ReadingComprehension(Task):
+    name = "reading_comprehension"
+    registries = READING_COMPREHENSION
+    metrics = {"f1": "max", "exact_match": "max", "loss": "min"}
+    offers = {
+        "loss": (Offer(frozenset({GOLD_LOG_PROB}), why="log p(gold start) and log p(gold end) over the context's tokens"),),
+        "loss_terms": (Offer(frozenset({PAIRED_ENCODINGS}), why="each question's encoding and its context's"),),
+        "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+    }
+    data_spec = QaDataSpec
+
+    def load_data(self, spec: QaDataSpec, data_root: str | None, seed: int) -> QaData:
+        return load_reading_comprehension(spec, data_root, seed)
+
+    def build(self, strategy: Strategy, data: QaData) -> TrialModel:
+        model = build_bidaf(strategy, len(data.words), len(data.chars))
+        loss_name, loss_params = strategy.loss
+        # The loss sees one "class" per context position the model can read.
+        return TrialModel(strategy, model, LOSSES[loss_name].build(data.max_context_tokens, **loss_params))
+
+    def train_size(self, data: QaData) -> int:
+        return len(_answerable(data))
+
+    def train_batches(self, data: QaData, batch_size: int, rng: np.random.Generator) -> Iterator[SpanBatch]:
+        return batches(data.train, data, _answerable(data), batch_size, shuffle=True, rng=rng)
+
+    def forward(self, model: BiDAF, batch: SpanBatch) -> SpanScores:
+        return model(*batch.inputs())
+
+    def loss(self, trial: TrialModel, outputs: SpanScores, batch: SpanBatch) -> torch.Tensor:
+        """The loss family on the start and end positions (mean of the two), over rows with a gold span."""
+        return trial.loss.from_gold(span_log_probs(outputs, batch.start, batch.end, batch.context_mask))
+
+    def paired_encodings(self, outputs: SpanScores, batch: SpanBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each question with its context; questions of one paragraph are not each other's negatives."""
+        return outputs.question_vector, outputs.context_vector, batch.paragraph
+
+    def evaluate(self, trial: TrialModel, data: QaData, split: str, precision: Any) -> dict[str, float]:
+        return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision, max_answer_length(trial.strategy))  # type: ignore[arg-type]
+
+
+TASK = ReadingComprehension()
+# The trial function Ray runs for this task: (config, data, settings, report=None) -> None.
+train_reading_comprehension = TASK.trainable

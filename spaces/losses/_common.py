@@ -1,12 +1,43 @@
-"""Shared plumbing for the classification losses: target masking and the masked mean."""
+"""Shared plumbing for the losses: the output forms a loss can score, target masking and the masked mean."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 IGNORE_INDEX = -100
 """Targets equal to this value (padding, sub-word continuations) do not count in any loss."""
+
+# The forms in which a task hands its outputs to the loss (a loss component's `supports`):
+CLASSES = "classes"
+"""Logits over a fixed set of classes [N, C] and gold class ids [N]: `loss(logits, targets)`.
+Text classification, and NER tokens under the softmax head."""
+GOLD_LOG_PROB = "gold_log_prob"
+"""Only each example's log-probability of its gold outcome, when the outcomes are structured (a
+tag sequence under a CRF, an answer's start and end among a context's tokens): `loss.from_gold(GoldLogProb)`."""
+
+
+@dataclass(frozen=True)
+class GoldLogProb:
+    """A structured output as a loss sees it (the `GOLD_LOG_PROB` form).
+
+    Attributes:
+        log_p: [N] log-probability of each example's gold outcome.
+        valid: [N] which examples count (None: all).
+        uniform_nll: The mean negative log-probability of a uniform target over the output's
+            parts (a CRF's tags per token, a span's context tokens), per unit; what label smoothing
+            mixes in. Called only by losses that need it.
+        per_unit: The gold term is divided by this, so that the loss is per unit (per token for a
+            CRF's sentences) and learning rates compare across heads.
+    """
+
+    log_p: torch.Tensor
+    uniform_nll: Callable[[], torch.Tensor]
+    valid: torch.Tensor | None = None
+    per_unit: torch.Tensor | float = 1.0
 
 
 class _ClassificationLoss(nn.Module):
@@ -27,9 +58,14 @@ class _ClassificationLoss(nn.Module):
 
         This also serves structured outputs, where an example is a whole sequence and `log_p` its
         CRF log-likelihood: focal and GHM then weigh sentences, as they weigh tokens in `forward`.
-        Losses that need the whole predicted distribution (label smoothing) do not have it.
+        A loss that needs more than log p(gold) does not support `GOLD_LOG_PROB` by this method
+        alone; it overrides `from_gold`.
         """
-        raise NotImplementedError(f"{type(self).__name__} needs the whole predicted distribution, not only log p(gold)")
+        raise NotImplementedError(f"{type(self).__name__} does not support the {GOLD_LOG_PROB} form")
+
+    def from_gold(self, output: GoldLogProb) -> torch.Tensor:
+        """The loss of a structured output (the `GOLD_LOG_PROB` form), per unit."""
+        return self.from_gold_log_prob(output.log_p, output.valid) / output.per_unit
 
     def _prepare(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns float32 logits, targets safe to index with, and the mask of counted examples."""

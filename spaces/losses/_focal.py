@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from spaces._base import Component, Float, at_least
-from spaces.losses._common import _ClassificationLoss, _mean_over_valid
+from spaces.losses._common import CLASSES, GOLD_LOG_PROB, _ClassificationLoss, _mean_over_valid
 
 # Floor for 1 - p_t inside the power: with gamma < 1 the derivative of x**gamma is infinite at x = 0,
 # which a saturated float32 softmax (p_t == 1) reaches.
@@ -50,4 +50,5 @@ FOCAL = Component(
     {"gamma": Float(0.5, 5.0, limits=at_least(0.0), doc="the focal-loss exponent gamma")},
     _build_focal,
     "cross-entropy down-weighting well-classified examples by (1 - p_t)^gamma (Lin et al. 2017)",
+    supports=frozenset({CLASSES, GOLD_LOG_PROB}),
 )

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from spaces._base import Component, Float, Int, at_least, between
-from spaces.losses._common import _ClassificationLoss
+from spaces.losses._common import CLASSES, GOLD_LOG_PROB, _ClassificationLoss
 
 # Added to the last bin edge, as in the authors' code, so that g == 1 falls inside the last bin.
 _LAST_EDGE_MARGIN = 1e-6
@@ -104,4 +104,5 @@ GHM = Component(
     },
     _build_ghm,
     "cross-entropy re-weighted by inverse gradient-norm density (GHM-C, Li et al. 2019)",
+    supports=frozenset({CLASSES, GOLD_LOG_PROB}),
 )

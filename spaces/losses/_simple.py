@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from spaces._base import Component, Float, between
-from spaces.losses._common import IGNORE_INDEX, _ClassificationLoss, _mean_over_valid
+from spaces.losses._common import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb, _ClassificationLoss, _mean_over_valid
 
 
 class CrossEntropyLoss(_ClassificationLoss):
@@ -32,6 +32,18 @@ class CrossEntropyLoss(_ClassificationLoss):
     def from_gold_log_prob(self, log_p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if self.label_smoothing:
             return super().from_gold_log_prob(log_p, valid)
+        return self._gold_nll(log_p, valid)
+
+    def from_gold(self, output: GoldLogProb) -> torch.Tensor:
+        """Label smoothing of a structured output: (1 - epsilon) x its NLL per unit + epsilon x the
+        NLL of a uniform target over its parts (a CRF's tags per token, a span's context tokens)."""
+        if not self.label_smoothing:
+            return super().from_gold(output)
+        epsilon = self.label_smoothing
+        return (1 - epsilon) * (self._gold_nll(output.log_p, output.valid) / output.per_unit) + epsilon * output.uniform_nll()
+
+    @staticmethod
+    def _gold_nll(log_p: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         log_p = log_p.float()
         return _mean_over_valid(-log_p, torch.ones_like(log_p, dtype=torch.bool) if valid is None else valid)
 
@@ -52,6 +64,7 @@ CROSS_ENTROPY = Component(
     {},
     _build_cross_entropy,
     "softmax cross-entropy",
+    supports=frozenset({CLASSES, GOLD_LOG_PROB}),
 )
 
 LABEL_SMOOTHING = Component(
@@ -63,4 +76,5 @@ LABEL_SMOOTHING = Component(
     },
     _build_label_smoothing,
     "cross-entropy against targets smoothed towards the uniform distribution (Szegedy et al. 2016)",
+    supports=frozenset({CLASSES, GOLD_LOG_PROB}),
 )

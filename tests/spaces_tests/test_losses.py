@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spaces.losses import IGNORE_INDEX, LOSSES, GHMLoss
+from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, LOSSES, GHMLoss, GoldLogProb
 from tests.spaces_tests._helpers import lowest
 
 NUM_CLASSES = 5
@@ -219,6 +219,37 @@ def test_from_gold_log_prob_matches_forward(name: str) -> None:
     torch.testing.assert_close(_build_lowest(name)(logits, targets), _build_lowest(name).from_gold_log_prob(log_p, valid))
 
 
-def test_label_smoothing_has_no_gold_log_prob_form() -> None:
-    with pytest.raises(NotImplementedError, match="whole predicted distribution"):
-        _build_lowest("label_smoothing").from_gold_log_prob(torch.zeros(3))
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_declares_the_forms_it_implements(name: str) -> None:
+    """A loss that declares a form has it: CLASSES is `forward`, GOLD_LOG_PROB is `from_gold`."""
+    supports = LOSSES[name].supports
+    assert supports and supports <= {CLASSES, GOLD_LOG_PROB}
+    logits, targets = _batch(16, seed=3)
+    log_p = F.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    output = GoldLogProb(log_p, uniform_nll=lambda: -F.log_softmax(logits, dim=-1).mean())
+    if CLASSES in supports:
+        assert torch.isfinite(_build_lowest(name)(logits, targets))
+    if GOLD_LOG_PROB in supports:
+        assert torch.isfinite(_build_lowest(name).from_gold(output))
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "focal", "ghm"])
+def test_from_gold_is_the_gold_log_prob_loss_per_unit(name: str) -> None:
+    logits, targets = _batch(32, seed=5)
+    log_p = F.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    output = GoldLogProb(log_p, uniform_nll=lambda: pytest.fail("only label smoothing reads it"), per_unit=4.0)
+    torch.testing.assert_close(_build_lowest(name).from_gold(output), _build_lowest(name).from_gold_log_prob(log_p) / 4.0)
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 0.3])
+def test_label_smoothing_of_a_structured_output_mixes_in_the_uniform_term(epsilon: float) -> None:
+    """On whole distributions the mix is exactly torch's label smoothing; `from_gold` is the same
+    mix, with the uniform term the output gives."""
+    logits, targets = _batch(32, seed=7)
+    log_probs = F.log_softmax(logits, dim=-1)
+    log_p = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+    output = GoldLogProb(log_p, uniform_nll=lambda: -log_probs.mean(dim=-1).mean())
+    smoothed = LOSSES["label_smoothing"].build(NUM_CLASSES, epsilon=epsilon)
+    torch.testing.assert_close(smoothed.from_gold(output), F.cross_entropy(logits, targets, label_smoothing=epsilon))
+    with pytest.raises(NotImplementedError, match="gold_log_prob"):
+        smoothed.from_gold_log_prob(log_p)  # log p(gold) alone is not enough for it

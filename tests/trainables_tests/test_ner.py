@@ -10,10 +10,12 @@ import torch
 
 from spaces import Strategy
 from spaces.losses import IGNORE_INDEX, LOSSES
-from trainables._loop import Precision, TrialSettings
-from trainables.ner import batches, evaluate_split, train_ner
+from trainables.optimization import Precision
+from trainables.runner import TrialSettings
+from trainables.ner import TASK, batches, evaluate_split, train_ner
 from trainables.ner_data import ConllSource, NerDataSpec, load_ner
-from trainables.tagger import build_tagger, tagging_loss
+from trainables.tagger import build_tagger
+from trainables.task import TrialModel
 
 
 @pytest.fixture()
@@ -45,7 +47,8 @@ def tagging_config(head: str = "crf", char_encoder: str = "cnn", loss: str = "cr
 def test_batches_pad_every_sentence_exactly(toy_ner) -> None:
     split = toy_ner.train
     seen = 0
-    for index, words, chars, tags, mask in batches(split, 7, shuffle=True, rng=np.random.default_rng(0)):
+    for batch in batches(split, 7, shuffle=True, rng=np.random.default_rng(0)):
+        index, words, chars, tags, mask = batch.index, batch.words, batch.chars, batch.tags, batch.mask
         for row, sentence in enumerate(index):
             start, end = split.offsets[sentence], split.offsets[sentence + 1]
             length = end - start
@@ -71,13 +74,14 @@ def test_every_head_char_encoder_and_loss_trains(toy_ner, head: str, char_encode
     strategy = Strategy.from_config(tagging_config(head, char_encoder, loss, **params))
     model = build_tagger(strategy, len(toy_ner.words), len(toy_ner.chars), toy_ner.tags, toy_ner.scheme)
     assert (model.crf is not None) == (head == "crf")
-    loss_fn = LOSSES[loss].build(len(toy_ner.tags), **params)
-    _, words, chars, tags, mask = next(batches(toy_ner.train, 8, shuffle=False))
-    value = tagging_loss(model, loss_fn, strategy.loss, model.emissions(words, chars, mask), tags, mask)
+    trial = TrialModel(strategy, model, LOSSES[loss].build(len(toy_ner.tags), **params))
+    batch = next(batches(toy_ner.train, 8, shuffle=False))
+    words, mask = batch.words, batch.mask
+    value = TASK.loss(trial, TASK.forward(model, batch), batch)
     assert value.dim() == 0 and torch.isfinite(value)
     value.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    decoded = model.decode(model.emissions(words, chars, mask), mask)
+    decoded = model.decode(TASK.forward(model, batch), mask)
     assert decoded.shape == words.shape and (decoded[~mask] == 0).all()
 
 
@@ -125,5 +129,5 @@ def test_training_learns_the_toy_entities(toy_ner, head: str) -> None:
     reports = []
     train_ner(tagging_config(head), toy_ner, TrialSettings(metric="f1", mode="max", max_epochs=4), lambda m, d: reports.append(m))
     assert [r["epoch"] for r in reports] == [1, 2, 3, 4]
-    assert {"f1", "precision", "recall", "f1_PER", "f1_LOC", "train_loss", "sentences_per_second"} <= set(reports[-1])
+    assert {"f1", "precision", "recall", "f1_PER", "f1_LOC", "train_loss", "examples_per_second", "train_seconds", "epoch_seconds", "trial_seconds"} <= set(reports[-1])
     assert reports[-1]["f1"] > 0.9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,12 @@ import torch
 
 from spaces import Strategy
 from spaces.losses import LOSSES
-from trainables._loop import Precision, TrialSettings
-from trainables.bidaf import SpanScores, best_spans, build_bidaf, span_loss
+from trainables.optimization import Precision
+from trainables.runner import TrialSettings
+from trainables.bidaf import SpanScores, best_spans, build_bidaf
 from trainables.qa_data import QaData, QaDataSpec, SquadFiles, load_reading_comprehension
-from trainables.reading_comprehension import batches, evaluate_checkpoint, evaluate_split, train_reading_comprehension
+from trainables.reading_comprehension import TASK, batches, evaluate_split, train_reading_comprehension
+from trainables.task import TrialModel
 
 DEV_FILE = "squad/dev-v1.1.json.gz"
 
@@ -138,24 +141,28 @@ def test_every_loss_trains_bidaf_and_ignores_rows_without_a_span(small_squad: Qa
     torch.manual_seed(0)
     strategy = Strategy.from_config(qa_config(loss, **params))
     model = build_bidaf(strategy, len(small_squad.words), len(small_squad.chars))
-    loss_fn = LOSSES[loss].build(small_squad.max_context_tokens, **params)
+    trial = TrialModel(strategy, model, LOSSES[loss].build(small_squad.max_context_tokens, **params))
     batch = next(batches(small_squad.train, small_squad, np.arange(8), 8, shuffle=False))
-    scores = model(*batch.inputs())
+    scores = TASK.forward(model, batch)
     assert scores.start_log_p.shape == batch.context_mask.shape
-    value = span_loss(loss_fn, strategy.loss, scores, batch.start, batch.end, batch.context_mask)
+    value = TASK.loss(trial, scores, batch)
     assert value.dim() == 0 and torch.isfinite(value)
     value.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     if loss != "ghm":  # GHM's weights depend on the whole batch
         dropped = batch.start.clone()
         dropped[0] = -1
-        alone = span_loss(loss_fn, strategy.loss, _rows(scores, slice(1, None)), batch.start[1:], batch.end[1:], batch.context_mask[1:])
-        with_ignored = span_loss(loss_fn, strategy.loss, scores, dropped, batch.end, batch.context_mask)
+        alone = TASK.loss(trial, _rows(scores, slice(1, None)), _batch_rows(batch, slice(1, None)))
+        with_ignored = TASK.loss(trial, scores, dataclasses.replace(batch, start=dropped))
         assert with_ignored.item() == pytest.approx(alone.item(), rel=1e-5)
 
 
 def _rows(scores: SpanScores, rows: slice) -> SpanScores:
     return SpanScores(scores.start_log_p[rows], scores.end_log_p[rows], scores.question_vector[rows], scores.context_vector[rows])
+
+
+def _batch_rows(batch, rows: slice):
+    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[rows] for f in dataclasses.fields(batch)})
 
 
 def test_the_loop_reports_em_f1_and_loss_each_epoch_and_its_checkpoint_scores_test(small_squad: QaData, tmp_path: Path) -> None:
@@ -173,7 +180,7 @@ def test_the_loop_reports_em_f1_and_loss_each_epoch_and_its_checkpoint_scores_te
     for metrics in reports:
         assert 0.0 <= metrics["exact_match"] <= metrics["f1"] <= 1.0 and metrics["loss"] > 0 and metrics["train_contrastive_loss"] > 0
     assert reports[1]["train_loss"] < reports[0]["train_loss"]
-    test = evaluate_checkpoint(config, small_squad, settings, str(tmp_path), "test")
+    test = TASK.evaluate_checkpoint(config, small_squad, settings, str(tmp_path), "test")
     assert set(test) == {"exact_match", "f1", "loss"}
-    dev_again = evaluate_checkpoint(config, small_squad, settings, str(tmp_path), "validation")
+    dev_again = TASK.evaluate_checkpoint(config, small_squad, settings, str(tmp_path), "validation")
     assert dev_again["f1"] == pytest.approx(reports[-1]["f1"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainables._loop import TrialSettings
+from trainables.runner import TrialSettings
 from trainables.data import LocalSource, TextDataSpec, load_text_classification
 from trainables.text_classification import train_text_classification
 

@@ -1,0 +1,116 @@
+"""What a task is to the trial runner: a small adapter (`Task`) between a strategy and its data.
+
+The runner (`trainables.runner`) owns everything tasks share: seeding, the device and mixed
+precision, the optimizer, schedule and regularizers, the epoch loop, timing, checkpoints, resume,
+the report to Ray Tune, and scoring a saved model on test. A task says only what is its own:
+
+    class MyTask(Task):
+        name = "my_task"
+        registries = {...}         # the families its strategies draw from (spaces)
+        metrics = {"f1": "max"}    # what `evaluate` returns that a study may select on
+        offers = {...}             # what it gives components (loss forms, where regularizers act)
+        data_spec = MyDataSpec     # reads and checks the study file's `data:` section
+
+        def load_data(self, spec, data_root, seed): ...         # driver side, once per search
+        def build(self, strategy, data): ...                    # -> TrialModel (model and loss)
+        def train_batches(self, data, batch_size, rng): ...     # -> Batch, shuffled with `rng`
+        def forward(self, model, batch): ...                    # under autocast
+        def loss(self, trial, outputs, batch): ...              # the strategy's loss, float32
+        def evaluate(self, trial, data, split, precision): ...  # -> {metric: value}
+
+and registers one line in `search.tasks.TASKS`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from spaces._base import Offer, Registry
+from spaces._space import Strategy
+
+
+@dataclass
+class Batch:
+    """A batch of examples: `to(device)` moves every tensor field; `len()` counts examples."""
+
+    def to(self, device: torch.device) -> Batch:
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+@dataclass
+class TrialModel:
+    """What `Task.build` returns. The runner moves it to the device and checkpoints `model` and
+    `loss` (a loss may keep state: GHM's moving average)."""
+
+    strategy: Strategy
+    model: nn.Module
+    loss: nn.Module
+    device: torch.device = torch.device("cpu")
+
+
+class Task:
+    """A task adapter; see the module docstring. Subclasses set the class attributes and
+    implement the methods; optional hooks are documented no-ops."""
+
+    name: ClassVar[str]
+    registries: ClassVar[Mapping[str, Registry]]
+    metrics: ClassVar[Mapping[str, str]]  # metric reported per epoch -> "max" or "min"
+    offers: ClassVar[Mapping[str, tuple[Offer, ...]]] = {}
+    data_spec: ClassVar[type]
+
+    def load_data(self, spec: Any, data_root: str | None, seed: int) -> Any:
+        """Reads and encodes the dataset once, in the driver; the result is shipped to trials."""
+        raise NotImplementedError
+
+    def build(self, strategy: Strategy, data: Any) -> TrialModel:
+        """The model and the loss module of one strategy (on the CPU; the runner moves them)."""
+        raise NotImplementedError
+
+    def train_size(self, data: Any) -> int:
+        """Training examples per epoch (sets the schedule's steps per epoch)."""
+        return len(data.train)
+
+    def train_batches(self, data: Any, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, batch: Any) -> Any:
+        """The model's outputs for a batch (run under autocast)."""
+        raise NotImplementedError
+
+    def loss(self, trial: TrialModel, outputs: Any, batch: Any) -> torch.Tensor:
+        """The strategy's loss of a batch, mean per example (per token for sequences)."""
+        raise NotImplementedError
+
+    def paired_encodings(self, outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(anchors, positives, groups) for contrastive loss terms, in tasks that offer them."""
+        raise NotImplementedError(f"task {self.name} offers no paired encodings to loss terms")
+
+    def evaluate(self, trial: TrialModel, data: Any, split: str, precision: Any) -> dict[str, float]:
+        """The metrics of the model on a split ("validation" each epoch, "test" for the best trial)."""
+        raise NotImplementedError
+
+    # What the engine calls: the runner bound to this task.
+    @property
+    def trainable(self) -> Callable[..., None]:
+        """`run_trial` bound to this task: (config, data, settings, report=None) -> None."""
+        from trainables.runner import run_trial
+
+        bound = functools.partial(run_trial, self)
+        bound.__name__ = f"train_{self.name}"  # Ray names trials and their folders after it
+        return bound
+
+    def evaluate_checkpoint(self, config: dict[str, Any], data: Any, settings: Any, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
+        from trainables.runner import evaluate_checkpoint
+
+        return evaluate_checkpoint(self, config, data, settings, checkpoint_dir, split)

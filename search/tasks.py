@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from trainables.task import Task
+from trainables.task import Task
 
 TASKS: dict[str, str] = {
     "text_classification": "trainables.text_classification",

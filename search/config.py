@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from search.tasks import TASKS, Task, get_task
-from spaces import Space, SpaceError, build_space
+from spaces import Space, SpaceError, Strategy, build_space
 from trainables.data import LOCAL_FORMATS, HubSource, LocalSource, TextDataSpec
 from trainables.ner_data import SCHEMES, ConllSource, HubNerSource, NerDataSpec
 from trainables.qa_data import HubSquadSource, QaDataSpec, SquadFiles
@@ -448,27 +448,10 @@ def apply_overrides(
     ))
 
 
-def fixed_space(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A study `space:` that fixes every value of a trial's resolved config (its user attribute)."""
-    space: dict[str, Any] = {}
-    for family, entry in config.items():
-        if family == "train":
-            space["batch_size"] = entry["batch_size"]
-        elif family == "model":
-            space["embedding_dim"] = entry["embedding_dim"]
-        elif "name" in entry:
-            name = entry["name"]
-            space[family] = {"choices": [name], "params": {name: dict(entry.get(name, {}))}} if entry.get(name) else name
-        else:
-            enabled = {name: {k: v for k, v in params.items() if k != "enabled"} for name, params in entry.items() if params.get("enabled")}
-            space[family] = {"search": [], "always": list(enabled), "params": {n: p for n, p in enabled.items() if p}}
-    return space
-
-
 def fixed_study(study: Mapping[str, Any], config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The recorded study file with its space fixed to one trial's config: one trial to retrain."""
     fixed = {k: v for k, v in study.items() if k != "space"}
     fixed["name"] = name
     fixed["budget"] = {**study.get("budget", {}), "trials": 1, "concurrency": 1}
-    fixed["space"] = fixed_space(config)
+    fixed["space"] = Strategy.from_config(config).fixed_space()
     return fixed

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from spaces import Strategy
+from spaces import Strategy, flatten
 
 # Our optimizer and schedule names -> TrainingArguments' `optim` and `lr_scheduler_type`.
 HF_OPTIMIZERS = {"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd", "adagrad": "adagrad", "rmsprop": "rmsprop"}
@@ -99,18 +99,6 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
     return {"fields": fields, "unmapped": unmapped, "transformers": HF_VERSION_NOTE}
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"loss": {"focal": {"gamma": 2}}}` -> `{"loss/focal/gamma": 2}`: Optuna's parameter names."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}/"))
-        else:
-            flat[name] = value
-    return flat
-
-
 def format_value(value: Any) -> str:
     """A `--set` value that `parse_value` reads back as the same Python value."""
     if isinstance(value, str):
@@ -137,6 +125,7 @@ def cli_command(document: Mapping[str, Any]) -> str:
         f"--seed {int(document['seed'])}", f"--max-epochs {int(document['max_epochs'])}",
         f"--data {shlex.quote(json.dumps(document['data'], separators=(',', ':')))}",
     ]
+    # Flattened as stored, not through Strategy: the flags keep the recorded order, and Optuna's names.
     sets = [f"--set {shlex.quote(f'{key}={format_value(value)}')}" for key, value in flatten(document["config"]).items()]
     value = document.get("value")
     comment = f"# study {document.get('study')!r}, trial {document.get('trial')}" + (

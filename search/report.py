@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from spaces import Strategy
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
@@ -36,24 +38,6 @@ class StrategyRow:
     median: float | None
 
 
-def _choices(config: dict) -> dict[str, str]:
-    """dimension -> choice for one trial's resolved config."""
-    out = {}
-    for family, entry in config.items():
-        if family in ("train", "model") or not isinstance(entry, dict):
-            continue
-        if "name" in entry:
-            out[family] = str(entry["name"])
-        else:
-            for name, params in entry.items():
-                if isinstance(params, dict) and "enabled" in params:
-                    out[f"{family}/{name}"] = "on" if params["enabled"] else "off"
-    for key, group in (("batch_size", "train"), ("embedding_dim", "model")):
-        if key in config.get(group, {}):
-            out[key] = str(config[group][key])
-    return out
-
-
 def strategy_table(study: optuna.Study) -> list[StrategyRow]:
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     groups: dict[tuple[str, str], list[FrozenTrial]] = {}
@@ -61,7 +45,7 @@ def strategy_table(study: optuna.Study) -> list[StrategyRow]:
         config = trial.user_attrs.get("config")
         if not isinstance(config, dict) or not trial.state.is_finished():
             continue
-        for dimension, choice in _choices(config).items():
+        for dimension, choice in Strategy.from_config(config).dimensions().items():
             groups.setdefault((dimension, choice), []).append(trial)
     rows = []
     for (dimension, choice), trials in sorted(groups.items()):

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import yaml
 
-from search.config import StudyFileError, fixed_space, parse_data_section
-from search.export import flatten, parse_value
+from search.config import StudyFileError, parse_data_section
+from search.export import parse_value
 from search.tasks import TASKS, Task, get_task
-from spaces import SpaceError, build_space, suggest, unflatten
+from spaces import ConfigError, Strategy, is_flat_key, with_overrides
 from trainables.runner import TrialSettings
 
 FLAGS = "search train flags"  # the "file" named in errors about a config given as flags
@@ -87,67 +87,18 @@ def _vocabularies(data: Any) -> dict[str, Any]:
     return {"vocab": data.vocab, "labels": data.labels}
 
 
-
-class _FixedOnly:
-    """A stand-in trial for re-suggesting a fixed space: any value it would have to sample is missing."""
-
-    class Missing(Exception):
-        pass
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        if len(choices) == 1:  # a fixed choice family still asks for its one candidate
-            return choices[0]
-        raise self.Missing(name)
-
-    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
-        raise self.Missing(name)
-
-    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
-        raise self.Missing(name)
-
-
 def check_config(task: Task, config: Any, path: str) -> None:
     """Refuses a training config that the search could not have produced: an unknown family,
-    component or parameter, a value out of its hard limits, a missing or a superfluous value.
-
-    It is checked the way `search best --as-study` retrains a trial: the config, fixed, must
-    resample to itself. Errors name the field as the file writes it (`config.loss.focal.gamma`)
+    component or parameter, a value out of its hard limits, a missing or a superfluous value
+    (`Strategy.check`). Errors name the field as the file writes it (`config.loss.focal.gamma`)
     or, for flags, as the flag (`--set loss/focal/gamma`).
     """
-
-    def field(flat: str) -> str:
-        family = task.registries.get(flat)
-        if family is not None and family.kind == "choice":
-            flat += "/name"  # an unknown component: the value at fault is the family's name
-        return f"--set {flat}" if path == FLAGS else "config." + flat.replace("/", ".")
-
     if not isinstance(config, Mapping):
         raise StudyFileError(path, "config", f"expected a mapping (the resolved config), got {config!r}")
-    accepted = (*task.registries, "train", "model")
-    for family, entry in config.items():
-        if family not in accepted:
-            raise StudyFileError(path, field(str(family)), f"unknown family for task {task.name}; accepted: {', '.join(accepted)}")
-        nested_ok = family in ("train", "model") or all(isinstance(v, Mapping) for k, v in entry.items() if k != "name")
-        if not isinstance(entry, Mapping) or not nested_ok:
-            raise StudyFileError(path, field(str(family)), f"{entry!r} is not a resolved {family} entry, as `search export` writes it")
-    for group, key in (("train", "batch_size"), ("model", "embedding_dim")):
-        if key not in config.get(group, {}):
-            raise StudyFileError(path, field(f"{group}/{key}"), "missing; every config fixes it")
     try:
-        space = build_space(fixed_space(config), task.registries, where="config", offers=task.offers, task=task.name)
-        resolved = suggest(_FixedOnly(), space)
-    except SpaceError as error:
-        # The space's field names (`config.loss.params.focal.gamma`) as the config's.
-        where = error.where.removeprefix("config").strip(".")
-        for part in (".params", ".choices", ".always"):
-            where = where.replace(part, "")
-        where = {"batch_size": "train.batch_size", "embedding_dim": "model.embedding_dim"}.get(where, where)
-        raise StudyFileError(path, field(where.replace(".", "/")), error.message) from None
-    except _FixedOnly.Missing as missing:
-        raise StudyFileError(path, field(str(missing)), "missing; the component this config uses needs it") from None
-    extra = sorted(set(flatten(config)) - set(resolved))
-    if extra:
-        raise StudyFileError(path, field(extra[0]), "not used by this config (a parameter of a component that is not chosen, or off)")
+        Strategy.check(config, task.registries, task=task.name, offers=task.offers)
+    except ConfigError as error:
+        raise StudyFileError(path, f"--set {error.key}" if path == FLAGS else error.where, error.message) from None
 
 
 def document_from_flags(
@@ -179,15 +130,10 @@ def document_from_flags(
     given: dict[str, Any] = {}
     for item in settings:
         key, sep, text = item.partition("=")
-        if not sep or not key or key != key.strip() or "//" in key or key.startswith("/") or key.endswith("/"):
+        if not sep or not is_flat_key(key):
             raise StudyFileError(FLAGS, f"--set {item}", "expected KEY=VALUE with KEY a config name such as loss/name or loss/focal/gamma")
         given[key] = parse_value(text)
-    flat = flatten(document.get("config") or {})
-    for key in given:
-        family, _, rest = key.partition("/")
-        if rest == "name" and flat.get(key) != given[key]:  # another component: the file's parameters for the old one no longer apply
-            flat = {k: v for k, v in flat.items() if not k.startswith(f"{family}/")}
-    flat.update(given)
-    if flat:
-        document["config"] = unflatten(flat)
+    config = with_overrides(document.get("config") or {}, given)
+    if config:
+        document["config"] = config
     return document

@@ -6,12 +6,25 @@
     space = build_space({"loss": ["focal", "ghm"], "optimizer": "adamw"}, TEXT_CLASSIFICATION)
     trial = optuna.create_study().ask()
     strategy = suggest(trial, space)   # {"loss/name": "ghm", "loss/ghm/bins": 12, ...}
+    Strategy.from_flat(strategy).loss  # ("ghm", {"bins": 12, ...}); to_config() nests it as trials get it
 """
 
 from __future__ import annotations
 
 from spaces._base import Categorical, Component, Fixed, Float, Int, Offer, Registry, SpaceError, registry
-from spaces._space import FamilySpace, Space, Strategy, build_space, categorical_choices, suggest, unflatten
+from spaces._space import FamilySpace, Space, build_space, categorical_choices, suggest
+from spaces._strategy import (
+    ConfigError,
+    Strategy,
+    choice_key,
+    enabled_key,
+    flatten,
+    global_key,
+    is_flat_key,
+    param_key,
+    unflatten,
+    with_overrides,
+)
 from spaces.addons import ADDONS
 from spaces.char_encoders import CHAR_ENCODERS
 from spaces.decoders import DECODERS
@@ -62,6 +75,7 @@ READING_COMPREHENSION = {
 
 __all__ = [
     "ADDONS", "CHAR_ENCODERS", "DECODERS", "ENCODERS", "HEADS", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
-    "Categorical", "Component", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
-    "SpaceError", "Strategy", "build_space", "categorical_choices", "registry", "suggest", "unflatten",
+    "Categorical", "Component", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
+    "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
+    "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",
 ]

@@ -1,15 +1,8 @@
 """The study's space, and the define-by-run `suggest` that samples one whole strategy from it.
 
-Parameter names are branch-specific so that no categorical changes its choices between branches,
-and they unflatten on "/" into a nested config without collisions:
-
-    encoder/name = "bilstm"            encoder/bilstm/hidden = 128
-    addons/mhsa/enabled = True              addons/mhsa/heads = 4
-    loss/name = "focal"                loss/focal/gamma = 2.0
-    regularizers/dropout/enabled = True     regularizers/dropout/p = 0.5
-    optimizer/name = "adamw"           optimizer/adamw/lr = 1e-3
-    schedule/name = "cosine"           schedule/cosine/warmup_fraction = 0.1
-    train/batch_size = 64              model/embedding_dim = 300
+Parameter names are branch-specific so that no categorical changes its choices between branches;
+`spaces._strategy` names them (`loss/name`, `loss/focal/gamma`, `addons/mhsa/enabled`, ...) and
+is the only code that knows how they nest into a trial's config.
 """
 
 from __future__ import annotations
@@ -20,6 +13,10 @@ from typing import Any
 
 from spaces._base import Categorical, Offer, Param, Registry, SpaceError, is_positive_int
 from spaces._support import restrict_to_supported
+from spaces._strategy import Strategy, choice_key, enabled_key, global_key, param_key, unflatten
+
+# Re-exported: the training loops import Strategy from here, and unflatten was defined here.
+__all__ = ["FamilySpace", "GLOBAL_PARAMS", "Space", "Strategy", "build_space", "categorical_choices", "suggest", "unflatten"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +38,10 @@ class FamilySpace:
         return self.registry.family
 
 
-# Parameters that belong to no family: name in the study file -> (flat name, default).
-GLOBAL_PARAMS: dict[str, tuple[str, Param]] = {
-    "batch_size": ("train/batch_size", Categorical((32, 64, 128), allowed=is_positive_int, doc="a batch size (positive integer)")),
-    "embedding_dim": ("model/embedding_dim", Categorical((128, 300), allowed=is_positive_int, doc="an embedding size (positive integer)")),
+# Parameters that belong to no family: name in the study file -> default.
+GLOBAL_PARAMS: dict[str, Param] = {
+    "batch_size": Categorical((32, 64, 128), allowed=is_positive_int, doc="a batch size (positive integer)"),
+    "embedding_dim": Categorical((128, 300), allowed=is_positive_int, doc="an embedding size (positive integer)"),
 }
 
 
@@ -85,8 +82,8 @@ def build_space(
     if offers:
         families = restrict_to_supported(families, spec, offers, task, where)
     globals_ = {}
-    for key, (flat_name, default) in GLOBAL_PARAMS.items():
-        globals_[flat_name] = default.override(spec[key], f"{where}.{key}") if key in spec else default
+    for key, default in GLOBAL_PARAMS.items():
+        globals_[global_key(key)] = default.override(spec[key], f"{where}.{key}") if key in spec else default
     return Space(families, globals_)
 
 
@@ -164,20 +161,20 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
         family = fam.family
         if fam.registry.kind == "choice":
             # A single candidate is still asked for, so every trial's params name its choice.
-            chosen = trial.suggest_categorical(f"{family}/name", list(fam.candidates))
-            config[f"{family}/name"] = chosen
-            _suggest_params(trial, config, f"{family}/{chosen}", fam.params[chosen])
+            chosen = trial.suggest_categorical(choice_key(family), list(fam.candidates))
+            config[choice_key(family)] = chosen
+            _suggest_params(trial, config, family, chosen, fam.params[chosen])
         else:
             for name in fam.registry.names():
                 if name in fam.always:
                     on = True
                 elif name in fam.candidates:
-                    on = trial.suggest_categorical(f"{family}/{name}/enabled", [False, True])
+                    on = trial.suggest_categorical(enabled_key(family, name), [False, True])
                 else:
                     on = False
-                config[f"{family}/{name}/enabled"] = on
+                config[enabled_key(family, name)] = on
                 if on:
-                    _suggest_params(trial, config, f"{family}/{name}", fam.params[name])
+                    _suggest_params(trial, config, family, name, fam.params[name])
     for flat_name, param in space.globals.items():
         config[flat_name] = param.suggest(trial, flat_name)
     return config
@@ -187,118 +184,23 @@ def categorical_choices(space: Space) -> dict[str, tuple[Any, ...]]:
     """Every categorical `suggest` may ask for, with its choices. Optuna refuses a categorical
     whose choices differ from those already recorded in the study under the same name."""
     choices: dict[str, tuple[Any, ...]] = {}
-
-    def add_params(prefix: str, params: Mapping[str, Param]) -> None:
-        for pname, param in params.items():
-            if isinstance(param, Categorical):
-                choices[f"{prefix}/{pname}"] = tuple(param.choices)
-
     for fam in space.families.values():
         if fam.registry.kind == "choice":
-            choices[f"{fam.family}/name"] = tuple(fam.candidates)
+            choices[choice_key(fam.family)] = tuple(fam.candidates)
         for name in fam.candidates:
             if fam.registry.kind == "toggle":
-                choices[f"{fam.family}/{name}/enabled"] = (False, True)
+                choices[enabled_key(fam.family, name)] = (False, True)
         for name in (*fam.candidates, *fam.always):
-            add_params(f"{fam.family}/{name}", fam.params[name])
+            for pname, param in fam.params[name].items():
+                if isinstance(param, Categorical):
+                    choices[param_key(fam.family, name, pname)] = tuple(param.choices)
     for flat_name, param in space.globals.items():
         if isinstance(param, Categorical):
             choices[flat_name] = tuple(param.choices)
     return choices
 
 
-def _suggest_params(trial: Any, config: dict[str, Any], prefix: str, params: Mapping[str, Param]) -> None:
+def _suggest_params(trial: Any, config: dict[str, Any], family: str, component: str, params: Mapping[str, Param]) -> None:
     for pname, param in params.items():
-        config[f"{prefix}/{pname}"] = param.suggest(trial, f"{prefix}/{pname}")
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """`{"loss/focal/gamma": 2}` -> `{"loss": {"focal": {"gamma": 2}}}` (as Ray Tune does)."""
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = nested
-        *parents, leaf = key.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
-# Families read as "model" parts in a strategy's one-line summary, in this order.
-_MODEL_FAMILIES = ("char_encoder", "encoder", "addons", "head")
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """One sampled strategy, read from the nested config a trial receives (any task's families).
-
-    A "choice" family appears as `{"name": component, component: {params}}`, a "toggle" family as
-    `{component: {"enabled": bool, params...}}`, and globals under "train" and "model".
-    """
-
-    choices: dict[str, tuple[str, dict[str, Any]]]  # family -> (component, hyperparameters)
-    toggles: dict[str, dict[str, dict[str, Any]]]  # family -> {enabled component: hyperparameters}
-    batch_size: int
-    embedding_dim: int
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Strategy:
-        choices, toggles = {}, {}
-        for family, entry in config.items():
-            if family in ("train", "model") or not isinstance(entry, Mapping):
-                continue
-            if "name" in entry:
-                name = entry["name"]
-                choices[family] = (name, dict(entry.get(name, {})))
-            else:
-                toggles[family] = {
-                    name: {k: v for k, v in params.items() if k != "enabled"}
-                    for name, params in entry.items()
-                    if isinstance(params, Mapping) and params.get("enabled")
-                }
-        return cls(choices, toggles, int(config["train"]["batch_size"]), int(config["model"]["embedding_dim"]))
-
-    def choice(self, family: str) -> tuple[str, dict[str, Any]]:
-        return self.choices[family]
-
-    @property
-    def encoder(self) -> tuple[str, dict[str, Any]]:
-        return self.choices["encoder"]
-
-    @property
-    def loss(self) -> tuple[str, dict[str, Any]]:
-        return self.choices["loss"]
-
-    @property
-    def optimizer(self) -> tuple[str, dict[str, Any]]:
-        return self.choices["optimizer"]
-
-    @property
-    def schedule(self) -> tuple[str, dict[str, Any]]:
-        return self.choices["schedule"]
-
-    @property
-    def addons(self) -> dict[str, dict[str, Any]]:
-        return self.toggles.get("addons", {})
-
-    @property
-    def regularizers(self) -> dict[str, dict[str, Any]]:
-        return self.toggles.get("regularizers", {})
-
-    def summary(self) -> str:
-        """A one-line name such as `char-cnn+bilstm+mhsa+crf / focal / dropout / adamw / cosine` (`focal+infonce` with a loss term)."""
-        parts = []
-        for family in _MODEL_FAMILIES:
-            if family in self.choices:
-                name = self.choices[family][0]
-                if name != "none":
-                    parts.append(f"char-{name}" if family == "char_encoder" else name)
-            parts += list(self.toggles.get(family, {}))
-        regs = "+".join(self.regularizers) or "no-reg"
-        loss = "+".join([self.loss[0], *self.toggles.get("loss_terms", {})])
-        return f"{'+'.join(parts)} / {loss} / {regs} / {self.optimizer[0]} / {self.schedule[0]}"
-
-    def regularizer(self, name: str, key: str, off: Any = 0.0) -> Any:
-        """A regularizer's hyperparameter, or `off` when the regularizer is not used."""
-        entry = self.regularizers.get(name)
-        return off if entry is None else entry[key]
+        key = param_key(family, component, pname)
+        config[key] = param.suggest(trial, key)

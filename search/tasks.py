@@ -17,35 +17,37 @@ class Task:
     load_data: Callable[..., Any]  # (data spec, data_root, seed) -> data shipped to trials
     trainable: Callable[..., None]  # (config, data, settings) -> None, reports per epoch
     evaluate_checkpoint: Callable[..., dict[str, float]]  # (config, data, settings, dir, split) -> metrics
+    data_spec: type  # the task's data spec class; its `from_section` reads the study file's `data:`
 
 
 def _text_classification() -> Task:
     from spaces import TEXT_CLASSIFICATION
     from trainables import text_classification
-    from trainables.data import load_text_classification
+    from trainables.data import TextDataSpec, load_text_classification
 
     return Task(
         "text_classification", TEXT_CLASSIFICATION, text_classification.METRICS, load_text_classification,
-        text_classification.train_text_classification, text_classification.evaluate_checkpoint,
+        text_classification.train_text_classification, text_classification.evaluate_checkpoint, data_spec=TextDataSpec,
     )
 
 
 def _ner() -> Task:
     from spaces import NER
     from trainables import ner
-    from trainables.ner_data import load_ner
+    from trainables.data import NerDataSpec, load_ner
 
-    return Task("ner", NER, ner.METRICS, load_ner, ner.train_ner, ner.evaluate_checkpoint)
+    return Task("ner", NER, ner.METRICS, load_ner, ner.train_ner, ner.evaluate_checkpoint, data_spec=NerDataSpec)
 
 
 def _reading_comprehension() -> Task:
     from spaces import READING_COMPREHENSION
     from trainables import reading_comprehension
-    from trainables.qa_data import load_reading_comprehension
+    from trainables.data import ReadingComprehensionDataSpec, load_reading_comprehension
 
     return Task(
         "reading_comprehension", READING_COMPREHENSION, reading_comprehension.METRICS, load_reading_comprehension,
         reading_comprehension.train_reading_comprehension, reading_comprehension.evaluate_checkpoint,
+        data_spec=ReadingComprehensionDataSpec,
     )
 
 

@@ -19,7 +19,7 @@ from seqeval.metrics import classification_report
 from spaces._space import Strategy
 from spaces.losses import IGNORE_INDEX, LOSSES
 from trainables import _loop
-from trainables.ner_data import EncodedSentences, NerData
+from trainables.data import EncodedSentences, NerData
 from trainables.tagger import Tagger, build_tagger, tagging_loss
 
 METRICS = {"f1": "max", "precision": "max", "recall": "max"}

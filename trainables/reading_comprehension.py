@@ -22,7 +22,8 @@ from spaces.loss_terms import LOSS_TERMS
 from spaces.losses import LOSSES
 from trainables import _loop
 from trainables.bidaf import BiDAF, best_spans, build_bidaf, span_loss
-from trainables.qa_data import EncodedQuestions, QaData
+from trainables.data import EncodedQuestions
+from trainables.data import ReadingComprehensionData as QaData  # the old name, kept for this file's body
 from trainables.squad_metrics import squad_scores
 
 METRICS = {"f1": "max", "exact_match": "max", "loss": "min"}

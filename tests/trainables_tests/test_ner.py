@@ -11,8 +11,8 @@ import torch
 from spaces import Strategy
 from spaces.losses import IGNORE_INDEX, LOSSES
 from trainables._loop import Precision, TrialSettings
+from trainables.data import ConllSource, NerDataSpec, load_ner
 from trainables.ner import batches, evaluate_split, train_ner
-from trainables.ner_data import ConllSource, NerDataSpec, load_ner
 from trainables.tagger import build_tagger, tagging_loss
 
 

@@ -35,8 +35,8 @@ import datasets  # noqa: E402
 
 from trainables.runner import TrialSettings  # noqa: E402
 from trainables.crf import CRF, transition_constraints  # noqa: E402
+from trainables.data import ConllSource, EncodedSentences, NerData, NerDataSpec, load_ner  # noqa: E402
 from trainables.ner import TASK, batches  # noqa: E402
-from trainables.ner_data import ConllSource, EncodedSentences, NerData, NerDataSpec, load_ner  # noqa: E402
 
 WNUT_FILES = {
     "train": "wnut17/wnut17train.conll",

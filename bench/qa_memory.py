@@ -70,13 +70,13 @@ def data_mib(data: object) -> float:
 
 
 def spec(path: Path, max_context_tokens: int) -> object:
-    from trainables.qa_data import QaDataSpec, SquadFiles
+    from trainables.data import ReadingComprehensionDataSpec, SquadFiles
 
-    return QaDataSpec("squad", local=SquadFiles({"train": str(path)}), carve={"validation": 0.1, "test": 0.1}, max_context_tokens=max_context_tokens)
+    return ReadingComprehensionDataSpec("squad", local=SquadFiles({"train": str(path)}), carve={"validation": 0.1, "test": 0.1}, max_context_tokens=max_context_tokens)
 
 
 def child_load(args: argparse.Namespace) -> None:
-    from trainables.qa_data import load_reading_comprehension
+    from trainables.data import load_reading_comprehension
 
     data = load_reading_comprehension(spec(Path(args.file), args.max_context_tokens), None, seed=0)
     with open(args.out, "wb") as handle:

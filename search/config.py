@@ -15,9 +15,7 @@ import yaml
 
 from search.tasks import TASKS, Task, get_task
 from spaces import Space, SpaceError, Strategy, build_space
-from trainables.data import LOCAL_FORMATS, HubSource, LocalSource, TextDataSpec
-from trainables.ner_data import SCHEMES, ConllSource, HubNerSource, NerDataSpec
-from trainables.qa_data import HubSquadSource, QaDataSpec, SquadFiles
+from trainables.data import FieldError, Section
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 DIRECTIONS = {"maximize": "max", "minimize": "min"}
@@ -61,7 +59,7 @@ class StudyConfig:
     name: str
     task: str
     seed: int
-    data: TextDataSpec | NerDataSpec | QaDataSpec
+    data: Any  # the task's data spec (an instance of `Task.data_spec`)
     metric: str
     direction: str  # "maximize" | "minimize"
     budget: Budget
@@ -85,226 +83,18 @@ class StudyConfig:
 TOP_LEVEL = ("name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "storage_path", "space")
 
 
-class _Reader:
-    """Typed access to a mapping, with errors that carry the file and the dotted field."""
+def parse_data_section(task_name: str, data: Mapping[str, Any], path: str) -> Any:
+    """A task's `data:` section (from a study file or an exported config) as its data spec.
 
-    def __init__(self, path: str, data: Mapping[str, Any], prefix: str = "") -> None:
-        self.path, self.data, self.prefix = path, data, prefix
-
-    def field(self, key: str) -> str:
-        return f"{self.prefix}{key}"
-
-    def fail(self, key: str, message: str) -> StudyFileError:
-        return StudyFileError(self.path, self.field(key), message)
-
-    def check_keys(self, accepted: tuple[str, ...]) -> None:
-        for key in self.data:
-            if key not in accepted:
-                raise self.fail(str(key), f"unknown field; accepted here: {', '.join(accepted)}")
-
-    def section(self, key: str, required: bool = True) -> _Reader | None:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise self.fail(key, "missing; this section is required")
-            return None
-        if not isinstance(value, Mapping):
-            raise self.fail(key, f"expected a mapping, got {value!r}")
-        return _Reader(self.path, value, f"{self.field(key)}.")
-
-    def string(self, key: str, default: str | None = None, choices: tuple[str, ...] | None = None) -> str:
-        value = self.data.get(key, default)
-        if value is None:
-            raise self.fail(key, "missing; a string is required" + (f" (one of: {', '.join(choices)})" if choices else ""))
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"{value!r} is not a non-empty string")
-        if choices is not None and value not in choices:
-            raise self.fail(key, f"{value!r} is not accepted; accepted: {', '.join(choices)}")
-        return value
-
-    def optional_string(self, key: str) -> str | None:
-        return None if self.data.get(key) is None else self.string(key)
-
-    def integer(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
-        value = self.data.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.fail(key, f"{value!r} is not an integer" + (f"; it must be an integer >= {minimum}" if minimum is not None else ""))
-        if minimum is not None and value < minimum:
-            raise self.fail(key, f"{value!r} is too small; it must be an integer >= {minimum}")
-        return value
-
-    def number(self, key: str, default: float | None = None, minimum: float | None = None, exclusive: bool = False) -> float:
-        value = self.data.get(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise self.fail(key, f"{value!r} is not a number")
-        if minimum is not None and (value < minimum or (exclusive and value == minimum)):
-            raise self.fail(key, f"{value!r} is out of range; it must be {'>' if exclusive else '>='} {minimum:g}")
-        return float(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, f"{value!r} is not true or false")
-        return value
-
-    def string_map(self, key: str, required: bool = False) -> dict[str, str] | None:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise self.fail(key, "missing; a mapping of split name -> file is required")
-            return None
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise self.fail(key, f"{value!r} is not a mapping of names to strings")
-        return dict(value)
-
-
-SPLITS = ("train", "validation", "test")
-
-
-def _carve_fractions(reader: _Reader, of_what: str) -> dict[str, float]:
-    """The `carve:` section: split -> fraction of `of_what` cut out for it, in (0, 0.5)."""
-    carve: dict[str, float] = {}
-    carve_reader = reader.section("carve", required=False)
-    if carve_reader is not None:
-        carve_reader.check_keys(("validation", "test"))
-        for split in carve_reader.data:
-            fraction = carve_reader.number(split, minimum=0.0, exclusive=True)
-            if fraction >= 0.5:
-                raise carve_reader.fail(split, f"{fraction!r} is too large; a fraction of {of_what} in (0, 0.5) is accepted")
-            carve[split] = fraction
-    return carve
-
-
-def _text_data_spec(reader: _Reader) -> TextDataSpec:
-    reader.check_keys(("name", "hub", "local", "carve", "lowercase", "max_length", "min_freq", "max_vocab"))
-    hub = None
-    hub_reader = reader.section("hub", required=False)
-    if hub_reader is not None:
-        hub_reader.check_keys(("path", "name", "text", "label", "splits"))
-        splits = hub_reader.string_map("splits") or {s: s for s in SPLITS}
-        _check_split_names(hub_reader, "splits", splits)
-        hub = HubSource(
-            path=hub_reader.string("path"), name=hub_reader.optional_string("name"),
-            text_column=hub_reader.string("text", "text"), label_column=hub_reader.string("label", "label"),
-            splits=splits,
-        )
-    local = None
-    local_reader = reader.section("local", required=False)
-    if local_reader is not None:
-        local_reader.check_keys(("format", "files", "text", "label"))
-        files = local_reader.string_map("files", required=True)
-        if local_reader.data["format"] != "aclimdb":
-            _check_split_names(local_reader, "files", files)
-        local = LocalSource(
-            format=local_reader.string("format", choices=LOCAL_FORMATS), files=files,
-            text_column=local_reader.string("text", "text"), label_column=local_reader.string("label", "label"),
-        )
-    if hub is None and local is None:
-        raise reader.fail("hub", "a dataset needs `hub` (a hub dataset name) or `local` (files under the data root), or both")
-    carve = _carve_fractions(reader, "train")
-    return TextDataSpec(
-        name=reader.string("name", "dataset"), hub=hub, local=local, carve=carve,
-        lowercase=reader.boolean("lowercase", True),
-        max_length=reader.integer("max_length", 128, minimum=1),
-        min_freq=reader.integer("min_freq", 1, minimum=1),
-        max_vocab=reader.integer("max_vocab", 50_000, minimum=2),
-    )
-
-
-def _ner_data_spec(reader: _Reader) -> NerDataSpec:
-    reader.check_keys(("name", "hub", "local", "scheme", "lowercase_words", "min_freq", "max_vocab", "max_word_length"))
-    hub = None
-    hub_reader = reader.section("hub", required=False)
-    if hub_reader is not None:
-        hub_reader.check_keys(("path", "name", "tokens", "tags", "scheme", "splits"))
-        splits = hub_reader.string_map("splits") or {s: s for s in SPLITS}
-        _check_split_names(hub_reader, "splits", splits)
-        hub = HubNerSource(
-            path=hub_reader.string("path"), name=hub_reader.optional_string("name"),
-            tokens_column=hub_reader.string("tokens", "tokens"), tags_column=hub_reader.string("tags", "ner_tags"),
-            scheme=hub_reader.string("scheme", "iob2", choices=SCHEMES), splits=splits,
-        )
-    local = None
-    local_reader = reader.section("local", required=False)
-    if local_reader is not None:
-        local_reader.check_keys(("format", "files", "scheme", "token_column", "tag_column"))
-        local_reader.string("format", "conll", choices=("conll",))
-        files = local_reader.string_map("files", required=True)
-        _check_split_names(local_reader, "files", files)
-        token_column = local_reader.data.get("token_column", 0)
-        tag_column = local_reader.data.get("tag_column", -1)
-        for key, value in (("token_column", token_column), ("tag_column", tag_column)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise local_reader.fail(key, f"{value!r} is not a column index (0 = first column, -1 = last)")
-        local = ConllSource(files=files, scheme=local_reader.string("scheme", "iob2", choices=SCHEMES), token_column=token_column, tag_column=tag_column)
-    if hub is None and local is None:
-        raise reader.fail("hub", "a dataset needs `hub` (a hub dataset name) or `local` (files under the data root), or both")
-    return NerDataSpec(
-        name=reader.string("name", "dataset"), hub=hub, local=local,
-        scheme=reader.string("scheme", "iob2", choices=("iob2", "bioes")),
-        lowercase_words=reader.boolean("lowercase_words", True),
-        min_freq=reader.integer("min_freq", 1, minimum=1),
-        max_vocab=reader.integer("max_vocab", 100_000, minimum=2),
-        max_word_length=reader.integer("max_word_length", 30, minimum=1),
-    )
-
-
-def _qa_data_spec(reader: _Reader) -> QaDataSpec:
-    reader.check_keys((
-        "name", "hub", "local", "carve", "max_examples", "max_context_tokens", "max_question_tokens",
-        "lowercase_words", "min_freq", "max_vocab", "max_word_length",
-    ))
-    hub = None
-    hub_reader = reader.section("hub", required=False)
-    if hub_reader is not None:
-        hub_reader.check_keys(("path", "name", "splits"))
-        splits = hub_reader.string_map("splits") or {"train": "train", "validation": "validation"}
-        _check_split_names(hub_reader, "splits", splits)
-        hub = HubSquadSource(path=hub_reader.string("path", "squad"), name=hub_reader.optional_string("name"), splits=splits)
-    local = None
-    local_reader = reader.section("local", required=False)
-    if local_reader is not None:
-        local_reader.check_keys(("format", "files"))
-        local_reader.string("format", "squad", choices=("squad",))
-        files = local_reader.string_map("files", required=True)
-        _check_split_names(local_reader, "files", files)
-        local = SquadFiles(files=files)
-    if hub is None and local is None:
-        raise reader.fail("hub", "a dataset needs `hub` (a hub dataset name such as squad) or `local` (SQuAD JSON files under the data root), or both")
-    carve = _carve_fractions(reader, "train's articles")
-    limits: dict[str, int] = {}
-    limits_reader = reader.section("max_examples", required=False)
-    if limits_reader is not None:
-        limits_reader.check_keys(SPLITS)
-        limits = {split: limits_reader.integer(split, minimum=1) for split in limits_reader.data}
-    return QaDataSpec(
-        name=reader.string("name", "dataset"), hub=hub, local=local, carve=carve, max_examples=limits,
-        max_context_tokens=reader.integer("max_context_tokens", 400, minimum=1),
-        max_question_tokens=reader.integer("max_question_tokens", 40, minimum=1),
-        lowercase_words=reader.boolean("lowercase_words", True),
-        min_freq=reader.integer("min_freq", 1, minimum=1),
-        max_vocab=reader.integer("max_vocab", 100_000, minimum=3),
-        max_word_length=reader.integer("max_word_length", 16, minimum=1),
-    )
-
-
-# How each task's `data:` section is read.
-DATA_SECTIONS = {"text_classification": _text_data_spec, "ner": _ner_data_spec, "reading_comprehension": _qa_data_spec}
-
-
-def parse_data_section(task_name: str, data: Mapping[str, Any], path: str) -> TextDataSpec | NerDataSpec | QaDataSpec:
-    """A task's `data:` section (from a study file or an exported config) as its data spec."""
+    The task's spec class reads and validates its own section (`from_section`); this only adds
+    the file to what it refuses.
+    """
     if not isinstance(data, Mapping):
         raise StudyFileError(path, "data", f"expected a mapping, got {data!r}")
-    return DATA_SECTIONS[task_name](_Reader(path, data, "data."))
-
-
-def _check_split_names(reader: _Reader, key: str, mapping: Mapping[str, str]) -> None:
-    for split in mapping:
-        if split not in SPLITS:
-            raise StudyFileError(reader.path, f"{reader.field(key)}.{split}", f"unknown split; accepted: {', '.join(SPLITS)}")
-    if "train" not in mapping:
-        raise reader.fail(key, f"no `train` entry in {dict(mapping)!r}; the training split is required")
+    try:
+        return get_task(task_name).data_spec.from_section(Section(data, "data."))
+    except FieldError as error:
+        raise StudyFileError(path, error.field, error.message) from None
 
 
 def _check_storage(path: str, url: str, field: str = "storage") -> str:
@@ -322,7 +112,13 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
     """Validates a study mapping (as read from YAML) and builds its `StudyConfig`."""
     if not isinstance(raw, Mapping):
         raise StudyFileError(path, "", f"a study file must be a mapping of fields ({', '.join(TOP_LEVEL)}), got {type(raw).__name__}")
-    top = _Reader(path, raw)
+    try:
+        return check_consistency(_parse_fields(Section(raw), raw, path, default_name))
+    except FieldError as error:
+        raise StudyFileError(path, error.field, error.message) from None
+
+
+def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name: str) -> StudyConfig:
     top.check_keys(TOP_LEVEL)
     task_name = top.string("task", choices=tuple(TASKS))
     task = get_task(task_name)
@@ -335,7 +131,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
 
     budget_reader = top.section("budget")
     budget_reader.check_keys(("trials", "max_epochs", "concurrency", "resources", "max_failures", "checkpoint_every_s"))
-    resources = budget_reader.section("resources", required=False) or _Reader(path, {}, "budget.resources.")
+    resources = budget_reader.section("resources", required=False) or Section({}, "budget.resources.")
     resources.check_keys(("cpu", "gpu"))
     gpus = resources.number("gpu", 0, minimum=0.0)
     if gpus > 1 and not gpus.is_integer():
@@ -350,7 +146,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         checkpoint_every_s=budget_reader.number("checkpoint_every_s", 10.0, minimum=0.0),
     )
 
-    asha_reader = top.section("asha", required=False) or _Reader(path, {}, "asha.")
+    asha_reader = top.section("asha", required=False) or Section({}, "asha.")
     asha_reader.check_keys(("grace_period", "reduction_factor"))
     asha = Asha(
         grace_period=asha_reader.integer("grace_period", Asha.grace_period, minimum=1),
@@ -363,12 +159,12 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
     except SpaceError as error:
         raise StudyFileError(path, error.where, error.message) from None
 
-    config = StudyConfig(
+    return StudyConfig(
         path=path,
         name=top.string("name", default_name),
         task=task_name,
         seed=top.integer("seed", 0, minimum=0),
-        data=parse_data_section(task_name, top.section("data").data, path),
+        data=task.data_spec.from_section(top.section("data")),
         metric=metric,
         direction=direction,
         budget=budget,
@@ -379,7 +175,6 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
         raw=dict(raw),
         storage_path=top.optional_string("storage_path"),
     )
-    return check_consistency(config)
 
 
 def check_consistency(config: StudyConfig) -> StudyConfig:

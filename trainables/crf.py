@@ -15,22 +15,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainables.data.tag_schemes import TARGET_SCHEMES, parse_tag
+
 # Finite on purpose: a gold path through a forbidden transition gets a large finite loss, never NaN/inf.
 IMPOSSIBLE = -1.0e4
 
-_SCHEME_PREFIXES = {"iob2": ("B", "I"), "bioes": ("B", "I", "E", "S")}
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def _parse_tag(tag: str, scheme: str) -> tuple[str, str | None]:
-    """Split a tag into (prefix, entity type); "O" has no type. Splits on the first "-" only."""
-    if tag == "O":
-        return "O", None
-    prefix, separator, entity_type = tag.partition("-")
-    if not separator or not entity_type or prefix not in _SCHEME_PREFIXES[scheme]:
-        allowed = ", ".join(f"{p}-TYPE" for p in _SCHEME_PREFIXES[scheme])
-        raise ValueError(f"tag {tag!r} does not fit the {scheme!r} scheme (expected 'O' or one of {allowed})")
-    return prefix, entity_type
 
 
 def transition_constraints(tags: Sequence[str], scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,10 +44,10 @@ def transition_constraints(tags: Sequence[str], scheme: str) -> tuple[torch.Tens
         ValueError: If the scheme is unknown or a tag does not fit it.
     """
     normalized_scheme = scheme.lower() if isinstance(scheme, str) else scheme
-    if normalized_scheme not in _SCHEME_PREFIXES:
-        raise ValueError(f"unknown tagging scheme {scheme!r}; expected one of {sorted(_SCHEME_PREFIXES)}")
+    if normalized_scheme not in TARGET_SCHEMES:
+        raise ValueError(f"unknown tagging scheme {scheme!r}; expected one of {sorted(TARGET_SCHEMES)}")
 
-    parsed = [_parse_tag(tag, normalized_scheme) for tag in tags]
+    parsed = [parse_tag(tag, normalized_scheme) for tag in tags]
     prefixes = [prefix for prefix, _ in parsed]
     type_ids = {entity_type: index for index, entity_type in enumerate(dict.fromkeys(t for _, t in parsed if t is not None))}
     # -1 marks "O", which shares no entity type with anything.

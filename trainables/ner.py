@@ -19,7 +19,7 @@ from spaces import NER, Offer
 from spaces._space import Strategy
 from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, LOSSES, GoldLogProb
 from spaces.regularizers import LOOP, MODEL
-from trainables.ner_data import EncodedSentences, NerData, NerDataSpec, load_ner
+from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
 from trainables.optimization import Precision
 from trainables.tagger import Tagger, build_tagger
 from trainables.task import Batch, Task, TrialModel

@@ -23,7 +23,7 @@ from spaces.losses import GOLD_LOG_PROB, LOSSES
 from spaces.regularizers import LOOP, MODEL
 from trainables.bidaf import BiDAF, SpanScores, best_spans, build_bidaf, span_log_probs
 from trainables.optimization import Precision
-from trainables.qa_data import EncodedQuestions, QaData, QaDataSpec, load_reading_comprehension
+from trainables.data import EncodedQuestions, ReadingComprehensionData, ReadingComprehensionDataSpec, load_reading_comprehension
 from trainables.squad_metrics import squad_scores
 from trainables.task import Batch, Task, TrialModel
 
@@ -56,7 +56,7 @@ class SpanBatch(Batch):
         return self.context_words, self.context_chars, self.context_mask, self.question_words, self.question_chars, self.question_mask
 
 
-def _ragged(types: np.ndarray, starts: np.ndarray, lengths: np.ndarray, data: QaData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ragged(types: np.ndarray, starts: np.ndarray, lengths: np.ndarray, data: ReadingComprehensionData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(word ids [B, T], char ids [B, T, W], mask [B, T]) of rows types[starts[b]:starts[b] + lengths[b]]."""
     width = int(lengths.max())
     rows = np.repeat(np.arange(len(starts)), lengths)
@@ -70,7 +70,7 @@ def _ragged(types: np.ndarray, starts: np.ndarray, lengths: np.ndarray, data: Qa
 
 
 def batches(
-    split: EncodedQuestions, data: QaData, questions: np.ndarray, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None,
+    split: EncodedQuestions, data: ReadingComprehensionData, questions: np.ndarray, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None,
 ) -> Iterator[SpanBatch]:
     """Batches of `questions` (indices into `split`), built lazily from the encoded arrays.
 
@@ -102,7 +102,7 @@ def batches(
 
 @torch.no_grad()
 def evaluate_split(
-    model: BiDAF, split: EncodedQuestions, data: QaData, device: torch.device, precision: Precision, max_answer_length: int,
+    model: BiDAF, split: EncodedQuestions, data: ReadingComprehensionData, device: torch.device, precision: Precision, max_answer_length: int,
 ) -> dict[str, float]:
     """Exact match and F1 (every question, all gold answers) and the dev loss (questions with a gold span in their window)."""
     model.eval()
@@ -131,7 +131,7 @@ def max_answer_length(strategy: Strategy) -> int:
     return int(params["max_answer_length"])
 
 
-def _answerable(data: QaData) -> np.ndarray:
+def _answerable(data: ReadingComprehensionData) -> np.ndarray:
     return np.flatnonzero(data.train.answer_start >= 0)
 
 
@@ -144,21 +144,21 @@ class ReadingComprehension(Task):
         "loss_terms": (Offer(frozenset({PAIRED_ENCODINGS}), why="each question's encoding and its context's"),),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
     }
-    data_spec = QaDataSpec
+    data_spec = ReadingComprehensionDataSpec
 
-    def load_data(self, spec: QaDataSpec, data_root: str | None, seed: int) -> QaData:
+    def load_data(self, spec: ReadingComprehensionDataSpec, data_root: str | None, seed: int) -> ReadingComprehensionData:
         return load_reading_comprehension(spec, data_root, seed)
 
-    def build(self, strategy: Strategy, data: QaData) -> TrialModel:
+    def build(self, strategy: Strategy, data: ReadingComprehensionData) -> TrialModel:
         model = build_bidaf(strategy, len(data.words), len(data.chars))
         loss_name, loss_params = strategy.loss
         # The loss sees one "class" per context position the model can read.
         return TrialModel(strategy, model, LOSSES[loss_name].build(data.max_context_tokens, **loss_params))
 
-    def train_size(self, data: QaData) -> int:
+    def train_size(self, data: ReadingComprehensionData) -> int:
         return len(_answerable(data))
 
-    def train_batches(self, data: QaData, batch_size: int, rng: np.random.Generator) -> Iterator[SpanBatch]:
+    def train_batches(self, data: ReadingComprehensionData, batch_size: int, rng: np.random.Generator) -> Iterator[SpanBatch]:
         return batches(data.train, data, _answerable(data), batch_size, shuffle=True, rng=rng)
 
     def forward(self, model: BiDAF, batch: SpanBatch) -> SpanScores:
@@ -172,7 +172,7 @@ class ReadingComprehension(Task):
         """Each question with its context; questions of one paragraph are not each other's negatives."""
         return outputs.question_vector, outputs.context_vector, batch.paragraph
 
-    def evaluate(self, trial: TrialModel, data: QaData, split: str, precision: Any) -> dict[str, float]:
+    def evaluate(self, trial: TrialModel, data: ReadingComprehensionData, split: str, precision: Any) -> dict[str, float]:
         return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision, max_answer_length(trial.strategy))  # type: ignore[arg-type]
 
 

@@ -44,6 +44,9 @@ BASE = toy_study_yaml("sqlite:///x.db")
         (("grace_period: 1", "grace_period: 9"), "asha.grace_period", "at most the number of epochs"),
         (("reduction_factor: 2", "reduction_factor: 1"), "asha.reduction_factor", "must be >= 2"),
         (("format: csv", "format: parquet"), "data.local.format", "accepted: label_text, csv, tsv, json, aclimdb"),
+        # The data spec's own limit, refused while reading the file (it was accepted, then refused unnamed).
+        (("max_length: 32", "max_length: 32\n  max_vocab: 2"), "data.max_vocab", "2 is too small; it must be an integer >= 3"),
+        (("files: {train: toy/train.csv,", "files: {dev: toy/train.csv,"), "data.local.files.dev", "unknown split; accepted: train, validation, test"),
         (("seed: 0", "seed: 0\nepochs: 3"), "epochs", "unknown field"),
         (("storage: sqlite:///x.db", "storage: not a url"), "storage", "is not a database URL"),
         (("resources: {cpu: 1, gpu: 0}", "resources: {cpu: 1, gpu: 1.5}"), "budget.resources.gpu", "whole number"),

@@ -10,10 +10,10 @@ import torch
 
 from spaces import Strategy
 from spaces.losses import IGNORE_INDEX, LOSSES
+from trainables.data import ConllSource, NerDataSpec, load_ner
 from trainables.optimization import Precision
 from trainables.runner import TrialSettings
 from trainables.ner import TASK, batches, evaluate_split, train_ner
-from trainables.ner_data import ConllSource, NerDataSpec, load_ner
 from trainables.tagger import build_tagger
 from trainables.task import TrialModel
 

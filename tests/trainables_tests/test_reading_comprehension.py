@@ -14,7 +14,7 @@ from spaces.losses import LOSSES
 from trainables.optimization import Precision
 from trainables.runner import TrialSettings
 from trainables.bidaf import SpanScores, best_spans, build_bidaf
-from trainables.qa_data import QaData, QaDataSpec, SquadFiles, load_reading_comprehension
+from trainables.data import ReadingComprehensionData, ReadingComprehensionDataSpec, SquadFiles, load_reading_comprehension
 from trainables.reading_comprehension import TASK, batches, evaluate_split, train_reading_comprehension
 from trainables.task import TrialModel
 
@@ -22,10 +22,10 @@ DEV_FILE = "squad/dev-v1.1.json.gz"
 
 
 @pytest.fixture(scope="module")
-def small_squad(shared_data: Path) -> QaData:
+def small_squad(shared_data: Path) -> ReadingComprehensionData:
     if not (shared_data / DEV_FILE).exists():
         pytest.skip(f"SQuAD dev file not found at {shared_data / DEV_FILE}")
-    spec = QaDataSpec(
+    spec = ReadingComprehensionDataSpec(
         "squad", local=SquadFiles({"train": DEV_FILE}), carve={"validation": 0.1, "test": 0.1},
         max_examples={"train": 160, "validation": 120, "test": 60}, max_context_tokens=120,
     )
@@ -76,7 +76,7 @@ def test_batched_span_decoding_matches_brute_force(max_length: int) -> None:
     assert ((ends - starts) < max_length).all() and (starts <= ends).all() and (ends < lengths).all()
 
 
-def test_batches_hold_each_questions_window_and_relative_answer(small_squad: QaData) -> None:
+def test_batches_hold_each_questions_window_and_relative_answer(small_squad: ReadingComprehensionData) -> None:
     split = small_squad.train
     questions = np.flatnonzero(split.answer_start >= 0)
     seen = []
@@ -116,7 +116,7 @@ class OracleModel(torch.nn.Module):
         return SpanScores(start.log_softmax(-1), end.log_softmax(-1), vector, vector)
 
 
-def test_predicting_the_gold_span_reads_back_the_gold_text(small_squad: QaData, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predicting_the_gold_span_reads_back_the_gold_text(small_squad: ReadingComprehensionData, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole prediction path (relative span -> window -> characters -> text -> EM/F1) on real SQuAD."""
     import trainables.reading_comprehension as rc
 
@@ -137,7 +137,7 @@ def test_predicting_the_gold_span_reads_back_the_gold_text(small_squad: QaData, 
 
 
 @pytest.mark.parametrize(("loss", "params"), [("cross_entropy", {}), ("focal", {"gamma": 2.0}), ("ghm", {"bins": 10, "momentum": 0.5}), ("label_smoothing", {"epsilon": 0.1})])
-def test_every_loss_trains_bidaf_and_ignores_rows_without_a_span(small_squad: QaData, loss: str, params: dict) -> None:
+def test_every_loss_trains_bidaf_and_ignores_rows_without_a_span(small_squad: ReadingComprehensionData, loss: str, params: dict) -> None:
     torch.manual_seed(0)
     strategy = Strategy.from_config(qa_config(loss, **params))
     model = build_bidaf(strategy, len(small_squad.words), len(small_squad.chars))
@@ -165,7 +165,7 @@ def _batch_rows(batch, rows: slice):
     return dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[rows] for f in dataclasses.fields(batch)})
 
 
-def test_the_loop_reports_em_f1_and_loss_each_epoch_and_its_checkpoint_scores_test(small_squad: QaData, tmp_path: Path) -> None:
+def test_the_loop_reports_em_f1_and_loss_each_epoch_and_its_checkpoint_scores_test(small_squad: ReadingComprehensionData, tmp_path: Path) -> None:
     reports: list[dict] = []
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:

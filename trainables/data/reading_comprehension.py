@@ -1,13 +1,11 @@
 """Reading-comprehension data: SQuAD v1.1 (local JSON files or the hub) encoded into compact arrays.
 
-The search driver calls `load_reading_comprehension` once; the result, a `QaData`, is shipped to
-every trial. Two steps, usable separately:
+The search driver calls `load_reading_comprehension` once; the result, a
+`ReadingComprehensionData`, is shipped to every trial. Two steps, usable separately:
 
-* `load_squad_splits` reads the official nested JSON (`{"data": [{"title", "paragraphs": [{"context",
-  "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}`, plain or .gz) through
-  `datasets.load_dataset("json", field="data")`, or the hub dataset (`squad`) when no local file is
-  configured or found, and flattens both to one row per question: id, title, context, question,
-  answers {text, answer_start}.
+* `load_squad_splits` reads the official nested JSON (plain or .gz; see `trainables.data.squad`),
+  or the hub dataset (`squad`) when no local file is configured or found, both as one row per
+  question: id, title, context, question, answers {text, answer_start}.
 * `encode_squad` tokenizes with character offsets and packs every split into int arrays.
 
 Rules (each documented here because results depend on them):
@@ -26,7 +24,7 @@ Rules (each documented here because results depend on them):
   the last token starting before its end. It is *exact* when the span's substring equals the text,
   *inexact* when the answer starts or ends inside a token (e.g. "1990" in "1990s"); both are used.
   An answer whose text is not at `answer_start`, or that covers no token, is *unalignable*. The
-  counts are in `QaData.source`.
+  counts are in `ReadingComprehensionData.source`.
 * **Long contexts.** The model reads at most `max_context_tokens` context tokens. Training
   questions read a window of that size centred on their answer (clipped to the context); dev and
   test questions read the first `max_context_tokens` tokens (truncation): an answer beyond them
@@ -44,7 +42,6 @@ built lazily from them. Context strings and token character spans are kept for d
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections import Counter
@@ -56,27 +53,21 @@ from typing import Any
 import numpy as np
 
 from trainables._lazy import lazy_import
-from trainables.data import (
+from trainables.data.common import (
     SPLIT_NAMES,
     UNK_ID,
+    CharVocabulary,
     DataError,
-    _build_vocab,
-    _describe_local_source,
-    _describe_path,
-    _fetch_hub,
-    _HubUnavailable,
-    _local_paths,
-    _missing_data_message,
-    _one_line,
-    _resolve_data_root,
-    check_carve,
-    check_split_files,
+    build_vocab,
+    char_codes,
+    fractions_to_carve,
+    read_local_or_hub,
 )
-from trainables.ner_data import _char_codes, _CharTable
+from trainables.data.section import FieldError, Section, check_carve, check_minimum, check_sources
+from trainables.data.squad import HubSquadSource, SquadFiles, read_squad_file, split_by_article, squad_hub_splits
 
 datasets = lazy_import("datasets")
 
-DEFAULT_VALIDATION_FRACTION = 0.1
 # Row batch for `datasets` iteration: bounds the Python objects alive while encoding.
 _ROWS_PER_CHUNK = 1000
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -84,70 +75,23 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 PAD_TYPE, PLACEHOLDER_TYPE = 0, 1
 
 
-@functools.cache
-def squad_features() -> datasets.Features:
-    sequence = getattr(datasets, "List", None) or datasets.Sequence
-    return datasets.Features({
-        "id": datasets.Value("string"),
-        "title": datasets.Value("string"),
-        "context": datasets.Value("string"),
-        "question": datasets.Value("string"),
-        "answers": {"text": sequence(datasets.Value("string")), "answer_start": sequence(datasets.Value("int64"))},
-    })
-
-_EXPECTED_LAYOUT = (
-    'the SQuAD v1.1 layout {"data": [{"title", "paragraphs": [{"context", "qas": '
-    '[{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}'
-)
-
-
 @dataclass(frozen=True)
-class SquadFiles:
-    """Local SQuAD v1.1 JSON files (plain or gzipped), read through `datasets`.
-
-    Attributes:
-        files: Our split name ("train", "validation", "test") -> path, relative to the data root
-            (absolute paths need no data root). "train" is required; missing splits are carved
-            from it by article.
-    """
-
-    files: Mapping[str, str]
-
-    def __post_init__(self) -> None:
-        check_split_files(self.files, "SQuAD files")
-
-
-@dataclass(frozen=True)
-class HubSquadSource:
-    """A SQuAD-format dataset on the hub (columns id, title, context, question, answers).
-
-    Attributes:
-        path: Hub dataset id ("squad").
-        name: Dataset config name, if any.
-        splits: Our split name -> hub split name; "squad" has train and validation only.
-    """
-
-    path: str = "squad"
-    name: str | None = None
-    splits: Mapping[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation"})
-
-
-@dataclass(frozen=True)
-class QaDataSpec:
+class ReadingComprehensionDataSpec:
     """What to load and how to encode it (see the module docstring for the rules).
 
     Attributes:
         name: Short dataset name for messages.
         hub: The hub dataset, tried only when no local file is configured or one is missing.
         local: Local files under the data root.
-        carve: Split -> fraction of train's articles carved for it when the source lacks it.
-        max_examples: Split -> questions kept (the first N in file order); absent = all.
-        max_context_tokens: Context tokens the model reads (window or truncation).
-        max_question_tokens: Question tokens kept.
+        carve: Split -> fraction of train's articles, in (0, 0.5), carved for it when the source
+            lacks it.
+        max_examples: Split -> questions kept (the first N in file order, N >= 1); absent = all.
+        max_context_tokens: Context tokens the model reads (window or truncation); >= 1.
+        max_question_tokens: Question tokens kept; >= 1.
         lowercase_words: Lowercase tokens for the word vocabulary (characters keep their case).
-        min_freq, max_vocab: Word vocabulary from train: words seen at least min_freq times, at
-            most max_vocab entries counting "<pad>" and "<unk>".
-        max_word_length: Characters kept per token for the character encoder.
+        min_freq, max_vocab: Word vocabulary from train: words seen at least min_freq (>= 1) times,
+            at most max_vocab (>= 3) entries counting "<pad>" and "<unk>".
+        max_word_length: Characters kept per token for the character encoder; >= 1.
     """
 
     name: str
@@ -163,11 +107,46 @@ class QaDataSpec:
     max_word_length: int = 16
 
     def __post_init__(self) -> None:
-        if self.hub is None and self.local is None:
-            raise DataError(f"dataset {self.name!r}: neither a hub nor a local source is given")
-        check_carve(self.name, self.carve, max_fraction=0.5)
-        if self.max_context_tokens < 1 or self.max_question_tokens < 1 or self.max_word_length < 1:
-            raise DataError(f"dataset {self.name!r}: max_context_tokens, max_question_tokens and max_word_length must be >= 1")
+        check_sources(
+            self.hub, self.local,
+            "a dataset needs `hub` (a hub dataset name such as squad) or `local` (SQuAD JSON files under the data root), or both",
+        )
+        check_carve(self.carve, "train's articles")
+        for split, limit in self.max_examples.items():
+            if split not in SPLIT_NAMES:
+                raise FieldError(f"max_examples.{split}", f"unknown field; accepted here: {', '.join(SPLIT_NAMES)}")
+            check_minimum(f"max_examples.{split}", limit, 1)
+        check_minimum("max_context_tokens", self.max_context_tokens, 1)
+        check_minimum("max_question_tokens", self.max_question_tokens, 1)
+        check_minimum("min_freq", self.min_freq, 1)
+        check_minimum("max_vocab", self.max_vocab, 3)
+        check_minimum("max_word_length", self.max_word_length, 1)
+
+    @classmethod
+    def from_section(cls, section: Section) -> ReadingComprehensionDataSpec:
+        """The `data:` section of a reading-comprehension study file."""
+        section.check_keys((
+            "name", "hub", "local", "carve", "max_examples", "max_context_tokens", "max_question_tokens",
+            "lowercase_words", "min_freq", "max_vocab", "max_word_length",
+        ))
+        hub = section.section("hub", required=False)
+        local = section.section("local", required=False)
+        carve = section.section("carve", required=False)
+        limits = section.section("max_examples", required=False)
+        return section.build(
+            cls,
+            name=section.string("name", "dataset"),
+            hub=HubSquadSource.from_section(hub) if hub is not None else None,
+            local=SquadFiles.from_section(local) if local is not None else None,
+            carve={split: carve.number(split) for split in carve.data} if carve is not None else {},
+            max_examples={split: limits.integer(split) for split in limits.data} if limits is not None else {},
+            max_context_tokens=section.integer("max_context_tokens", cls.max_context_tokens),
+            max_question_tokens=section.integer("max_question_tokens", cls.max_question_tokens),
+            lowercase_words=section.boolean("lowercase_words", cls.lowercase_words),
+            min_freq=section.integer("min_freq", cls.min_freq),
+            max_vocab=section.integer("max_vocab", cls.max_vocab),
+            max_word_length=section.integer("max_word_length", cls.max_word_length),
+        )
 
 
 # eq=False: the generated __eq__ would compare numpy arrays.
@@ -223,7 +202,7 @@ class EncodedQuestions:
 
 
 @dataclass(frozen=True, eq=False)
-class QaData:
+class ReadingComprehensionData:
     """An encoded reading-comprehension dataset, ready to ship to trials.
 
     Attributes:
@@ -281,136 +260,27 @@ def align_answer(context: str, spans: np.ndarray, answer_start: int, text: str) 
     return first, last, exact
 
 
-# --------------------------------------------------------------------------------------------
-# Reading
-
-
-def _flatten_articles(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """Articles -> one row per question (the hub's `squad` columns)."""
-    out: dict[str, list[Any]] = {"id": [], "title": [], "context": [], "question": [], "answers": []}
-    for title, paragraphs in zip(batch["title"], batch["paragraphs"]):
-        for paragraph in paragraphs or []:
-            for qa in paragraph["qas"] or []:
-                answers = qa["answers"] or []
-                out["id"].append(qa["id"])
-                out["title"].append(title or "")
-                out["context"].append(paragraph["context"] or "")
-                out["question"].append(qa["question"] or "")
-                out["answers"].append({"text": [a["text"] or "" for a in answers], "answer_start": [a["answer_start"] for a in answers]})
-    return out
-
-
-def _check_layout(features: datasets.Features, path: Path) -> None:
-    """Names the first field of the SQuAD layout the file lacks."""
-
-    def fields_of(feature: Any) -> Mapping[str, Any] | None:
-        inner = getattr(feature, "feature", feature)  # a list of structs
-        return inner if isinstance(inner, Mapping) else None
-
-    required = {
-        "data[]": ("title", "paragraphs"),
-        "data[].paragraphs[]": ("context", "qas"),
-        "data[].paragraphs[].qas[]": ("id", "question", "answers"),
-        "data[].paragraphs[].qas[].answers[]": ("text", "answer_start"),
-    }
-    level: Mapping[str, Any] | None = features
-    for where, keys in required.items():
-        if level is None:
-            raise DataError(f"{path}: `{where}` is not a list of objects; expected {_EXPECTED_LAYOUT}")
-        for key in keys:
-            if key not in level:
-                present = ", ".join(level) or "none"
-                raise DataError(f"{path}: field `{where}.{key}` is missing (fields there: {present}); expected {_EXPECTED_LAYOUT}")
-        child = {"data[]": "paragraphs", "data[].paragraphs[]": "qas", "data[].paragraphs[].qas[]": "answers"}.get(where)
-        level = fields_of(level[child]) if child else None
-
-
-def read_squad_file(path: Path) -> datasets.Dataset:
-    """One SQuAD v1.1 JSON file (plain or .gz) as one row per question; DataError if malformed."""
-    try:
-        articles = datasets.load_dataset("json", data_files=str(path), field="data", split="train")
-    except Exception as error:  # noqa: BLE001 - the library's errors for bad JSON vary; one line for the user
-        raise DataError(f"{path}: not a readable SQuAD v1.1 JSON file ({_one_line(error)}); expected {_EXPECTED_LAYOUT}") from None
-    _check_layout(articles.features, path)
-    start_type = articles.features["paragraphs"].feature["qas"].feature["answers"].feature["answer_start"]
-    if getattr(start_type, "dtype", "") not in ("int64", "int32"):
-        raise DataError(f"{path}: field `data[].paragraphs[].qas[].answers[].answer_start` holds {start_type}; a character offset (integer) is expected")
-    return articles.map(
-        _flatten_articles, batched=True, batch_size=8, remove_columns=articles.column_names, features=squad_features(), desc="Flattening",
-    )
-
-
-def _hub_splits(hub: HubSquadSource, raw: datasets.DatasetDict) -> dict[str, datasets.Dataset]:
-    splits = {}
-    for ours, theirs in hub.splits.items():
-        if theirs not in raw:
-            if ours == "train":
-                raise DataError(f"hub dataset {hub.path} has no split {theirs!r}; it has: {', '.join(raw)}")
-            continue
-        missing = [c for c in squad_features() if c not in raw[theirs].column_names]
-        if missing:
-            raise DataError(f"hub dataset {hub.path}, split {theirs}: no column(s) {missing}; the columns are: {', '.join(raw[theirs].column_names)}")
-        splits[ours] = raw[theirs].select_columns(list(squad_features()))
-    return splits
-
-
-def split_by_article(dataset: datasets.Dataset, fractions: Mapping[str, float], seed: int, name: str) -> tuple[dict[str, datasets.Dataset], str]:
-    """Carves `fractions` (split -> fraction of articles) out of `dataset` by title; the rule is in the module docstring."""
-    titles = dataset.with_format("arrow")["title"].to_numpy(zero_copy_only=False)
-    order_of_first, article_of_row = np.unique(titles, return_index=True, return_inverse=True)[1:]
-    # Articles numbered in order of first appearance, so the split does not depend on title spelling.
-    rank = np.empty(len(order_of_first), dtype=np.int64)
-    rank[np.argsort(order_of_first, kind="stable")] = np.arange(len(order_of_first))
-    article_of_row = rank[article_of_row]
-    count = len(order_of_first)
-    permutation = np.random.default_rng(seed).permutation(count)
-    sizes = {split: max(1, round(fractions[split] * count)) for split in ("test", "validation") if split in fractions}
-    if sum(sizes.values()) >= count:
-        raise DataError(f"dataset {name!r}: train has {count} articles, too few to carve {sizes} articles from it by article")
-    assigned = np.zeros(count, dtype=np.int8)  # 0 train, 1 validation, 2 test
-    position = 0
-    for split, size in sizes.items():
-        assigned[permutation[position:position + size]] = 1 if split == "validation" else 2
-        position += size
-    row_split = assigned[article_of_row]
-    parts = {"train": dataset.select(np.flatnonzero(row_split == 0))}
-    notes = []
-    for split, size in sizes.items():
-        parts[split] = dataset.select(np.flatnonzero(row_split == (1 if split == "validation" else 2)))
-        notes.append(f"{split}: {size} of {count} articles ({len(parts[split])} questions) carved from train by article with seed {seed}")
-    return parts, "; ".join(notes)
-
-
-def load_squad_splits(spec: QaDataSpec, data_root: str | os.PathLike | None, seed: int) -> tuple[dict[str, datasets.Dataset], str]:
+def load_squad_splits(
+    spec: ReadingComprehensionDataSpec, data_root: str | os.PathLike | None, seed: int
+) -> tuple[dict[str, datasets.Dataset], str]:
     """The splits, one row per question, and a line saying where they came from.
 
     Local files are used when every configured file exists; otherwise the hub dataset (only then).
     Missing validation/test splits are carved from train by article; `max_examples` is applied last.
     """
-    root = _resolve_data_root(data_root)
-    splits: dict[str, datasets.Dataset] | None = None
-    missing_local: list[str] = []
-    source = ""
-    if spec.local is not None:
-        paths = _local_paths(spec.local, root)
-        missing_local = [_describe_path(key, path, spec.local) for key, path in paths.items() if path is None or not path.exists()]
-        if not missing_local:
-            splits = {split: read_squad_file(path) for split, path in paths.items()}  # type: ignore[arg-type]  # all resolved here
-            source = _describe_local_source(root, paths)
-    hub_error: str | None = None
-    if splits is None and spec.hub is not None:
-        try:
-            raw = _fetch_hub(spec.hub)
-        except _HubUnavailable as error:
-            hub_error = str(error)
-        else:
-            splits = _hub_splits(spec.hub, raw)
-            source = f"hub dataset {spec.hub.path}"
-    if splits is None:
-        raise DataError(_missing_data_message(spec.name, "SQuAD JSON" if spec.local is not None else None, root, data_root, missing_local, hub_error if spec.hub is not None else None))
+    local, hub = spec.local, spec.hub
 
-    fractions = {split: spec.carve.get(split, DEFAULT_VALIDATION_FRACTION if split == "validation" else None) for split in ("validation", "test") if split not in splits}
-    fractions = {split: fraction for split, fraction in fractions.items() if fraction is not None}
+    def read_local(paths: dict[str, Path]) -> tuple[dict[str, datasets.Dataset], str]:
+        return {split: read_squad_file(path) for split, path in paths.items()}, ""
+
+    def read_hub(loaded: datasets.DatasetDict) -> tuple[dict[str, datasets.Dataset], str]:
+        assert hub is not None
+        return squad_hub_splits(hub, loaded), ""
+
+    splits, source = read_local_or_hub(
+        spec.name, local, hub, data_root, local_format="SQuAD JSON", read_local=read_local, read_hub=read_hub
+    )
+    fractions = fractions_to_carve(list(splits), spec.carve)
     if fractions:
         carved, note = split_by_article(splits["train"], fractions, seed, spec.name)
         splits = {**splits, **carved}
@@ -463,7 +333,7 @@ class _TypeTable:
         return ids
 
 
-def _encode_split(dataset: datasets.Dataset, split: str, types: _TypeTable, spec: QaDataSpec) -> tuple[EncodedQuestions, _Counts]:
+def _encode_split(dataset: datasets.Dataset, split: str, types: _TypeTable, spec: ReadingComprehensionDataSpec) -> tuple[EncodedQuestions, _Counts]:
     in_train = split == "train"
     keep_text = not in_train
     counts = _Counts()
@@ -557,7 +427,7 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _describe_counts(split: str, counts: _Counts, questions: int, spec: QaDataSpec) -> str:
+def _describe_counts(split: str, counts: _Counts, questions: int, spec: ReadingComprehensionDataSpec) -> str:
     answers = counts.exact + counts.inexact + counts.unalignable
     line = (
         f"{split}: {_plural(questions, 'question')}, {_plural(answers, 'answer')} ({counts.exact} exact token spans, "
@@ -572,7 +442,7 @@ def _describe_counts(split: str, counts: _Counts, questions: int, spec: QaDataSp
     return line
 
 
-def encode_squad(splits: Mapping[str, datasets.Dataset], spec: QaDataSpec, source: str = "") -> QaData:
+def encode_squad(splits: Mapping[str, datasets.Dataset], spec: ReadingComprehensionDataSpec, source: str = "") -> ReadingComprehensionData:
     """Tokenize and pack every split; vocabularies from the training split only."""
     for required in ("train", "validation"):
         if required not in splits:
@@ -597,20 +467,20 @@ def encode_squad(splits: Mapping[str, datasets.Dataset], spec: QaDataSpec, sourc
     word_counts: Counter[str] = Counter()
     for form, count in zip(train_forms, types.train_counts[2:train_types]):
         word_counts[form.lower() if spec.lowercase_words else form] += count
-    words = _build_vocab(word_counts, spec.min_freq, spec.max_vocab)
+    words = build_vocab(word_counts, spec.min_freq, spec.max_vocab)
     word_ids = {word: index for index, word in enumerate(words)}
     forms = [form.lower() for form in types.forms] if spec.lowercase_words else types.forms
     type_words = np.fromiter((word_ids.get(form, UNK_ID) for form in forms), dtype=np.int32, count=len(forms))
     type_words[PAD_TYPE] = 0
 
-    chars = _CharTable(_char_codes(train_forms, spec.max_word_length)[0])
-    codes, lengths = _char_codes(types.forms, spec.max_word_length)
+    chars = CharVocabulary(char_codes(train_forms, spec.max_word_length)[0])
+    codes, lengths = char_codes(types.forms, spec.max_word_length)
     type_chars = np.zeros((len(types.forms), spec.max_word_length), dtype=np.int32)
     rows = np.repeat(np.arange(len(types.forms)), lengths)
     cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     type_chars[rows, cols] = chars.lookup(codes)
     type_chars[PLACEHOLDER_TYPE, 0] = UNK_ID
-    return QaData(
+    return ReadingComprehensionData(
         train=encoded["train"], validation=encoded["validation"], test=encoded.get("test"),
         words=words, chars=chars.chars, type_words=type_words, type_chars=type_chars,
         max_context_tokens=spec.max_context_tokens,
@@ -618,8 +488,9 @@ def encode_squad(splits: Mapping[str, datasets.Dataset], spec: QaDataSpec, sourc
     )
 
 
-def load_reading_comprehension(spec: QaDataSpec, data_root: str | os.PathLike | None = None, seed: int = 0) -> QaData:
+def load_reading_comprehension(
+    spec: ReadingComprehensionDataSpec, data_root: str | os.PathLike | None = None, seed: int = 0
+) -> ReadingComprehensionData:
     """Load (`load_squad_splits`) and encode (`encode_squad`) a SQuAD-format dataset."""
     splits, source = load_squad_splits(spec, data_root, seed)
     return encode_squad(splits, spec, source)
-

@@ -1,4 +1,4 @@
-"""SQuAD loading and encoding: offsets, answer alignment on real SQuAD text, the article split, errors."""
+"""Tests for trainables.data.reading_comprehension: tokens with offsets, answer alignment, windows, the hub fallback."""
 
 from __future__ import annotations
 
@@ -12,31 +12,30 @@ import datasets
 import numpy as np
 import pytest
 
-from trainables import data as data_module
-from trainables.data import DataError
-from trainables.qa_data import (
+from trainables.data import (
+    DATA_ROOT_ENV,
+    DataError,
+    FieldError,
     HubSquadSource,
-    QaData,
-    QaDataSpec,
+    ReadingComprehensionData,
+    ReadingComprehensionDataSpec,
     SquadFiles,
-    align_answer,
     load_reading_comprehension,
     load_squad_splits,
-    read_squad_file,
     tokenize_with_offsets,
 )
 
 DEV_FILE = "squad/dev-v1.1.json.gz"
 
 
-def dev_spec(**overrides: object) -> QaDataSpec:
+def dev_spec(**overrides: object) -> ReadingComprehensionDataSpec:
     settings: dict = {"local": SquadFiles({"train": DEV_FILE}), "carve": {"validation": 0.1, "test": 0.1}}
     settings.update(overrides)
-    return QaDataSpec("squad", **settings)
+    return ReadingComprehensionDataSpec("squad", **settings)
 
 
 @pytest.fixture(scope="module")
-def squad(shared_data: Path) -> QaData:
+def squad(shared_data: Path) -> ReadingComprehensionData:
     if not (shared_data / DEV_FILE).exists():
         pytest.skip(f"SQuAD dev file not found at {shared_data / DEV_FILE}")
     return load_reading_comprehension(dev_spec(), shared_data, seed=0)
@@ -49,30 +48,7 @@ def test_tokens_keep_their_character_offsets() -> None:
     assert [text[start:end] for start, end in spans] == tokens
 
 
-def test_answers_align_to_token_spans_on_real_squad(shared_data: Path) -> None:
-    path = shared_data / DEV_FILE
-    if not path.exists():
-        pytest.skip(f"SQuAD dev file not found at {path}")
-    questions = read_squad_file(path).select(range(1500))
-    exact = inexact = 0
-    for row in questions:
-        context = row["context"]
-        _, spans = tokenize_with_offsets(context)
-        for text, start in zip(row["answers"]["text"], row["answers"]["answer_start"]):
-            aligned = align_answer(context, spans, start, text)
-            assert aligned is not None, (row["id"], text)
-            first, last, is_exact = aligned
-            covered = context[spans[first, 0]:spans[last, 1]]
-            if is_exact:
-                assert covered == text
-                exact += 1
-            else:  # the answer starts or ends inside a token: the smallest cover of whole tokens
-                assert text in covered and covered.startswith(context[spans[first, 0]:start]) and len(covered) > len(text)
-                inexact += 1
-    assert exact > 0.99 * (exact + inexact)
-
-
-def test_the_gold_span_of_every_dev_question_reads_back_as_its_answer(squad: QaData) -> None:
+def test_the_gold_span_of_every_dev_question_reads_back_as_its_answer(squad: ReadingComprehensionData) -> None:
     split = squad.validation
     assert split.answers is not None
     with_span = np.flatnonzero(split.answer_start >= 0)
@@ -87,19 +63,25 @@ def test_the_gold_span_of_every_dev_question_reads_back_as_its_answer(squad: QaD
     assert matches >= len(with_span) - 5
 
 
-def test_articles_are_split_deterministically_and_never_shared(shared_data: Path, squad: QaData) -> None:
-    splits, source = load_squad_splits(dev_spec(), shared_data, seed=0)
-    titles = {name: set(split["title"]) for name, split in splits.items()}
-    assert (len(titles["test"]), len(titles["validation"])) == (5, 5) and len(titles["train"]) == 38
-    assert not (titles["train"] & titles["validation"] or titles["train"] & titles["test"] or titles["validation"] & titles["test"])
-    assert sum(len(split) for split in splits.values()) == 10_570
-    again, _ = load_squad_splits(dev_spec(), shared_data, seed=0)
-    assert again["test"]["id"] == splits["test"]["id"]
-    other, _ = load_squad_splits(dev_spec(), shared_data, seed=1)
-    assert set(other["test"]["title"]) != titles["test"]
-    assert "test: 5 of 48 articles" in source and "by article with seed 0" in source
+def test_every_dev_question_is_encoded_and_every_answer_aligned(squad: ReadingComprehensionData) -> None:
     assert len(squad.train) + len(squad.validation) + len(squad.test) == 10_570
     assert "0 unalignable" in squad.source
+
+
+def test_spec_validation_names_the_field() -> None:
+    local = SquadFiles({"train": DEV_FILE})
+    for overrides, field in [
+        ({"carve": {"validation": 0.5}}, "carve.validation"),
+        ({"max_examples": {"dev": 10}}, "max_examples.dev"),
+        ({"max_examples": {"train": 0}}, "max_examples.train"),
+        ({"max_vocab": 2}, "max_vocab"),
+        ({"max_context_tokens": 0}, "max_context_tokens"),
+    ]:
+        with pytest.raises(FieldError) as caught:
+            ReadingComprehensionDataSpec("squad", local=local, **overrides)  # type: ignore[arg-type]
+        assert caught.value.field == field, overrides
+    with pytest.raises(FieldError, match="no `train` entry"):
+        HubSquadSource(splits={"validation": "validation"})
 
 
 def test_long_contexts_are_windowed_around_the_answer_in_train_and_truncated_in_dev(shared_data: Path) -> None:
@@ -146,33 +128,12 @@ def test_unalignable_answers_are_counted_not_silently_dropped(tmp_path: Path) ->
     ]
     write_json(tmp_path / "train.json.gz", squad_json(articles), compress=True)
     write_json(tmp_path / "dev.json", squad_json([article("C", "Oslo is cold.", [("What is cold?", "Oslo", 0)])]))
-    spec = QaDataSpec("toy", local=SquadFiles({"train": "train.json.gz", "validation": "dev.json"}))
+    spec = ReadingComprehensionDataSpec("toy", local=SquadFiles({"train": "train.json.gz", "validation": "dev.json"}))
     data = load_reading_comprehension(spec, tmp_path)
     assert data.train.answer_start.tolist() == [0, -1, 4]
     assert "train: 3 questions, 3 answers (2 exact token spans, 0 inside tokens, 1 unalignable)" in data.source
     assert "1 question left out of training" in data.source
     assert data.validation.answer_text(0, 0, 0) == "Oslo"
-
-
-@pytest.mark.parametrize(
-    ("document", "fragments"),
-    [
-        ("{not json", ["not a readable SQuAD v1.1 JSON file"]),
-        (squad_json([{"title": "A", "paragraphs": [{"context": "x", "questions": []}]}]), ["field `data[].paragraphs[].qas` is missing", "questions"]),
-        (squad_json([{"title": "A", "paragraphs": [{"context": "x y", "qas": [{"id": "1", "question": "q", "answers": [{"text": "x"}]}]}]}]),
-         ["field `data[].paragraphs[].qas[].answers[].answer_start` is missing"]),
-        ({"articles": []}, ["not a readable SQuAD v1.1 JSON file"]),
-    ],
-)
-def test_malformed_files_are_refused_naming_the_file_and_field(tmp_path: Path, document: object, fragments: list[str]) -> None:
-    path = tmp_path / "bad.json"
-    path.write_text(document) if isinstance(document, str) else write_json(path, document)
-    with pytest.raises(DataError) as caught:
-        load_squad_splits(QaDataSpec("bad", local=SquadFiles({"train": "bad.json"})), tmp_path, seed=0)
-    message = str(caught.value)
-    assert str(path) in message and "SQuAD v1.1 layout" in message
-    for fragment in fragments:
-        assert fragment in message
 
 
 def test_unreachable_hub_fails_fast_listing_the_local_files_that_would_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,21 +143,21 @@ def test_unreachable_hub_fails_fast_listing_the_local_files_that_would_serve(tmp
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: pytest.fail("no load after a failed probe"))
-    spec = QaDataSpec("squad", hub=HubSquadSource("squad"), local=SquadFiles({"train": "squad/train-v1.1.json", "test": DEV_FILE}))
+    spec = ReadingComprehensionDataSpec("squad", hub=HubSquadSource("squad"), local=SquadFiles({"train": "squad/train-v1.1.json", "test": DEV_FILE}))
     started = time.monotonic()
     with pytest.raises(DataError) as caught:
         load_squad_splits(spec, tmp_path, seed=0)
     assert time.monotonic() - started < 5
     message = str(caught.value)
     assert str(tmp_path.resolve() / "squad/train-v1.1.json") in message and "SQuAD JSON" in message
-    assert "--data-root" in message and data_module.DATA_ROOT_ENV in message
+    assert "--data-root" in message and DATA_ROOT_ENV in message
     assert any("hub:" in line and "squad" in line and "unreachable" in line for line in message.splitlines())
 
 
 def test_the_hub_is_only_asked_when_local_files_are_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_json(tmp_path / "train.json", squad_json([article(t, "Paris is big.", [("What?", "Paris", 0)]) for t in "ABCDEFGHIJ"]))
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: pytest.fail("hub must not be used") if args[0] == "squad" else real_load(*args, **kwargs))
-    spec = QaDataSpec("toy", hub=HubSquadSource(), local=SquadFiles({"train": "train.json"}))
+    spec = ReadingComprehensionDataSpec("toy", hub=HubSquadSource(), local=SquadFiles({"train": "train.json"}))
     splits, source = load_squad_splits(spec, tmp_path, seed=0)
     assert source.startswith("local files") and len(splits["validation"]) == 1 and len(splits["train"]) == 9
 

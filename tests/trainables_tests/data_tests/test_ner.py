@@ -1,4 +1,4 @@
-"""Tests for trainables.ner_data: tag schemes, CoNLL reading, loading (local/hub) and encoding."""
+"""Tests for trainables.data.ner: loading NER data (CoNLL files or the hub) and encoding it."""
 
 from __future__ import annotations
 
@@ -12,28 +12,20 @@ import datasets
 import numpy as np
 import pytest
 
-from trainables import data as data_module
-from trainables.data import DataError
-from trainables.ner_data import (
-    SCHEMES,
+from trainables.data import (
+    DATA_ROOT_ENV,
     ConllSource,
+    DataError,
     EncodedSentences,
+    FieldError,
     HubNerSource,
     NerData,
     NerDataSpec,
-    convert_scheme,
+    common,
     encode_ner,
     load_ner,
     load_ner_splits,
-    read_conll,
 )
-
-
-@pytest.fixture(autouse=True)
-def _private_datasets_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Keep the generated Arrow files out of the user's ~/.cache, and start every test cold.
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf_cache")))
-    monkeypatch.delenv(data_module.DATA_ROOT_ENV, raising=False)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -64,80 +56,6 @@ def _assert_valid_iob2(tags: list[str]) -> None:
         if tag.startswith("I-"):
             assert previous != "O" and previous[2:] == tag[2:], tags
         previous = tag
-
-
-# --------------------------------------------------------------------------------------------
-# Tag schemes
-
-
-def test_iob1_to_iob2_on_the_conll_cases() -> None:
-    assert convert_scheme(["I-ORG", "I-ORG", "O"], "iob1", "iob2") == ["B-ORG", "I-ORG", "O"]
-    assert convert_scheme(["I-PER", "B-PER", "I-PER"], "iob1", "iob2") == ["B-PER", "B-PER", "I-PER"]
-    assert convert_scheme(["I-PER", "I-LOC", "O", "I-MISC"], "iob1", "iob2") == ["B-PER", "B-LOC", "O", "B-MISC"]
-    assert convert_scheme([], "iob1", "iob2") == []
-    # And back: B- only where an entity directly follows one of the same type.
-    assert convert_scheme(["B-PER", "B-PER", "I-PER", "B-LOC"], "iob2", "iob1") == ["I-PER", "B-PER", "I-PER", "I-LOC"]
-
-
-def test_iob2_bioes_round_trip_with_hyphenated_types() -> None:
-    iob2 = ["B-PER", "O", "B-creative-work", "I-creative-work", "I-creative-work", "B-LOC", "B-LOC", "I-LOC", "O", "B-X"]
-    bioes = ["S-PER", "O", "B-creative-work", "I-creative-work", "E-creative-work", "S-LOC", "B-LOC", "E-LOC", "O", "S-X"]
-    assert convert_scheme(iob2, "iob2", "bioes") == bioes
-    assert convert_scheme(bioes, "bioes", "iob2") == iob2
-    assert convert_scheme(iob2, "iob2", "iob2") == iob2 and convert_scheme(bioes, "bioes", "bioes") == bioes
-    assert convert_scheme(["I-ORG", "I-ORG", "B-ORG"], "iob1", "bioes") == ["B-ORG", "E-ORG", "S-ORG"]
-    assert sorted(SCHEMES) == ["bioes", "iob1", "iob2"]
-
-
-def test_bad_tags_and_schemes_are_refused() -> None:
-    for bad, scheme in [("X-PER", "iob2"), ("B-", "iob2"), ("PER", "iob1"), ("E-PER", "iob2"), ("o", "bioes")]:
-        with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(")):
-            convert_scheme(["O", bad], scheme, "iob2")
-    with pytest.raises(ValueError, match="scheme"):
-        convert_scheme(["O"], "bilou", "iob2")
-    with pytest.raises(ValueError, match="scheme"):
-        convert_scheme(["O"], "iob2", "io")
-
-
-# --------------------------------------------------------------------------------------------
-# Reading CoNLL files
-
-
-def test_read_conll_skips_docstart_and_splits_on_blank_and_tab_lines(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path / "train.txt",
-        "-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\n\t\n  \nPeter NNP I-NP I-PER\n"
-        "-DOCSTART- -X- O O\nBlackburn NNP I-NP I-PER\n\n\n\nBRUSSELS\tNNP I-NP\tI-LOC",  # no final newline
-    )
-    assert list(read_conll(path)) == [
-        {"tokens": ["EU", "rejects"], "tags": ["I-ORG", "O"]},
-        {"tokens": ["Peter"], "tags": ["I-PER"]},
-        {"tokens": ["Blackburn"], "tags": ["I-PER"]},
-        {"tokens": ["BRUSSELS"], "tags": ["I-LOC"]},
-    ]
-    assert list(read_conll(path, token_column=1, tag_column=2))[0] == {"tokens": ["NNP", "VBZ"], "tags": ["I-NP", "I-VP"]}
-
-
-def test_read_conll_refuses_malformed_lines_with_their_line_number(tmp_path: Path) -> None:
-    mixed = _write(tmp_path / "mixed.txt", "EU NNP I-ORG\nrejects VBZ O\n\nGerman I-MISC\n")
-    with pytest.raises(DataError, match=r"mixed\.txt, line 4: 2 column\(s\), but the file's first line has 3"):
-        list(read_conll(mixed))
-
-    short = _write(tmp_path / "short.txt", "\n\nlonely\nword\n")
-    with pytest.raises(DataError, match=r"short\.txt, line 3: 1 column\(s\)"):
-        list(read_conll(short))
-    with pytest.raises(DataError, match=r"line 1: 2 column\(s\), fewer than needed"):
-        list(read_conll(_write(tmp_path / "two.txt", "a O\n"), tag_column=3))
-
-    with pytest.raises(DataError, match="cannot be read"):
-        list(read_conll(tmp_path / "absent.txt"))
-
-
-def test_bad_tag_in_a_file_is_refused_with_its_line(tmp_path: Path) -> None:
-    _write(tmp_path / "train.txt", "a O\nb B-PER\n\nc O\nd X-PER\n")
-    spec = NerDataSpec("toy", local=ConllSource({"train": "train.txt"}))
-    with pytest.raises(DataError, match=r"train\.txt, line 5: tag 'X-PER'"):
-        load_ner_splits(spec, tmp_path, seed=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +134,7 @@ def test_missing_validation_is_carved_from_train_with_the_seed(tmp_path: Path) -
 def test_data_root_from_environment_and_edited_files_are_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write(tmp_path / "train.txt", "a O\n\nb B-PER\n")
     _write(tmp_path / "dev.txt", "a O\n")
-    monkeypatch.setenv(data_module.DATA_ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
     spec = NerDataSpec("toy", local=ConllSource({"train": "train.txt", "validation": "dev.txt"}))
     assert len(load_ner(spec).train) == 2
 
@@ -225,15 +143,20 @@ def test_data_root_from_environment_and_edited_files_are_read_again(tmp_path: Pa
     assert len(load_ner(spec).train) == 3
 
 
-def test_spec_validation() -> None:
-    with pytest.raises(DataError, match="neither a hub nor a local source"):
-        NerDataSpec("x")
-    with pytest.raises(DataError, match="target tag scheme 'iob1'"):
-        NerDataSpec("x", hub=HubNerSource("conll2003"), scheme="iob1")
-    with pytest.raises(DataError, match="must include a 'train' file"):
-        ConllSource({"validation": "dev.txt"})
-    with pytest.raises(DataError, match="'bilou' is not one of"):
-        ConllSource({"train": "train.txt"}, scheme="bilou")
+@pytest.mark.parametrize(
+    ("build", "field", "fragment"),
+    [
+        (lambda: NerDataSpec("x"), "hub", "a dataset needs `hub`"),
+        (lambda: NerDataSpec("x", hub=HubNerSource("conll2003"), scheme="iob1"), "scheme", "'iob1' is not accepted; accepted: iob2, bioes"),
+        (lambda: NerDataSpec("x", hub=HubNerSource("conll2003"), max_vocab=2), "max_vocab", "it must be an integer >= 3"),
+        (lambda: HubNerSource("conll2003", scheme="bilou"), "scheme", "accepted: iob1, iob2, bioes"),
+        (lambda: HubNerSource("conll2003", splits={"train": "train", "dev": "dev"}), "splits.dev", "unknown split"),
+    ],
+)
+def test_spec_validation_names_the_field(build: object, field: str, fragment: str) -> None:
+    with pytest.raises(FieldError) as caught:
+        build()  # type: ignore[operator]
+    assert caught.value.field == field and fragment in caught.value.message
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,7 +178,7 @@ def test_hub_class_labels_become_names_and_validation_is_carved(monkeypatch: pyt
         features=features,
     )
     fake = datasets.DatasetDict({"train": train, "test": train.select(range(3))})
-    monkeypatch.setattr(data_module, "_hub_unreachable_reason", lambda: None)
+    monkeypatch.setattr(common, "hub_unreachable_reason", lambda: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None: fake)
     hub = HubNerSource("wnut_17", tokens_column="words", tags_column="labels")
     spec = NerDataSpec("wnut17", hub=hub, local=ConllSource({"train": "absent/train.txt"}), scheme="bioes")
@@ -287,7 +210,7 @@ def test_unreachable_hub_fails_fast_listing_the_expected_files(tmp_path: Path, m
     assert (
         str(tmp_path.resolve() / "conll2003/eng.train") in message and str(tmp_path.resolve() / "conll2003/eng.testa") in message
     )
-    assert "--data-root" in message and data_module.DATA_ROOT_ENV in message
+    assert "--data-root" in message and DATA_ROOT_ENV in message
     hub_lines = [line for line in message.splitlines() if "hub:" in line]
     assert len(hub_lines) == 1 and "conll2003" in hub_lines[0] and "unreachable" in hub_lines[0]
 
@@ -310,6 +233,8 @@ CONLL = NerDataSpec(
         {"train": "conll2003/eng.train", "validation": "conll2003/eng.testa", "test": "conll2003/eng.testb"}, scheme="iob1"
     ),
 )
+
+
 WNUT = NerDataSpec(
     "wnut17",
     hub=HubNerSource("wnut_17"),

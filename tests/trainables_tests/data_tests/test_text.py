@@ -1,10 +1,8 @@
-"""Tests for trainables.data: reading local/hub text-classification data and encoding it."""
+"""Tests for trainables.data.text: finding, carving and encoding text-classification data."""
 
 from __future__ import annotations
 
-import json
 import socket
-import tarfile
 import time
 from pathlib import Path
 
@@ -12,39 +10,19 @@ import datasets
 import numpy as np
 import pytest
 
-from trainables import data as data_module
 from trainables.data import (
+    DATA_ROOT_ENV,
     DataError,
+    FieldError,
     HubSource,
     LocalSource,
     TextDataSpec,
+    common,
     encode,
     load_splits,
     load_text_classification,
     tokenize,
 )
-
-
-def _find_shared_data() -> Path:
-    """`shared/data` beside the repository root (the folder holding `trainables/`)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "trainables").is_dir():
-            return parent.parent / "shared" / "data"
-    return here.parents[3] / "shared" / "data"
-
-
-SHARED_DATA = _find_shared_data()
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason=f"real benchmark data not found at {SHARED_DATA}"
-)
-
-
-@pytest.fixture(autouse=True)
-def _private_datasets_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Keep the generated Arrow files out of the user's ~/.cache, and start every test cold.
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf_cache")))
-    monkeypatch.delenv(data_module.DATA_ROOT_ENV, raising=False)
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
@@ -70,123 +48,7 @@ def test_tokenize_lowercases_drops_breaks_and_keeps_apostrophes() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Local formats
-
-
-def test_label_text_decodes_cp1252_per_line_and_splits_on_newline_only(tmp_path: Path) -> None:
-    # 0x85 is "…" in cp1252; decoded as latin-1 it would be U+0085, a line break for str.splitlines().
-    (tmp_path / "train.txt").write_bytes(
-        b"0 simply bad \x85 really\n1 caf\xc3\xa9 is fine\r\n\n  \n1 good  \n0 bad\n"
-    )
-    _write_lines(tmp_path / "dev.txt", ["0 meh", "1 yes"])
-    spec = _label_text_spec({"train": "train.txt", "validation": "dev.txt"})
-
-    splits, source = load_splits(spec, tmp_path, seed=0)
-
-    assert len(splits["train"]) == 4
-    assert _texts(splits["train"])[:3] == ["simply bad … really", "café is fine", "good"]
-    assert list(splits["train"]["label"]) == ["0", "1", "1", "0"]
-    assert "test" not in splits
-    assert source == f"local files under {tmp_path.resolve()}: train.txt, dev.txt"
-
-
-def test_label_text_line_without_text_is_an_empty_example(tmp_path: Path) -> None:
-    # MPQA has such lines ("0 "); its published size counts them.
-    _write_lines(tmp_path / "train.txt", ["0 fine", "", "1", "0 bad"])
-    _write_lines(tmp_path / "dev.txt", ["1 fine"])
-    spec = _label_text_spec({"train": "train.txt", "validation": "dev.txt"})
-    splits, _ = load_splits(spec, tmp_path, seed=0)
-    assert _texts(splits["train"]) == ["fine", "", "bad"]
-    data = encode(splits, spec)
-    assert len(data.train) == 3 and data.train.lengths().min() == 1
-
-
-def test_csv_tsv_json_read_named_columns(tmp_path: Path) -> None:
-    (tmp_path / "train.csv").write_text('id,sentence,sentiment\n1,"good, really",pos\n2,bad,neg\n3,ok,pos\n')
-    (tmp_path / "dev.csv").write_text("id,sentence,sentiment\n4,fine,neg\n")
-    # tsv is read without quoting: a lone quote inside a sentence must not swallow the next line.
-    (tmp_path / "train.tsv").write_text('sentence\tsentiment\nhe said "hi\t1\nnext line\t0\n')
-    (tmp_path / "dev.tsv").write_text("sentence\tsentiment\nyes\t1\n")
-    (tmp_path / "train.jsonl").write_text(
-        "\n".join(json.dumps({"sentence": text, "sentiment": label}) for text, label in [("a b", 0), ("c", 1)]) + "\n"
-    )
-    (tmp_path / "dev.json").write_text(json.dumps([{"sentence": "d", "sentiment": 1}]))
-
-    for fmt, train, dev, expected_texts, expected_labels in [
-        ("csv", "train.csv", "dev.csv", ["good, really", "bad", "ok"], ["pos", "neg", "pos"]),
-        ("tsv", "train.tsv", "dev.tsv", ['he said "hi', "next line"], ["1", "0"]),
-        ("json", "train.jsonl", "dev.json", ["a b", "c"], ["0", "1"]),
-    ]:
-        local = LocalSource(fmt, {"train": train, "validation": dev}, text_column="sentence", label_column="sentiment")
-        splits, _ = load_splits(TextDataSpec(fmt, local=local), tmp_path, seed=0)
-        assert _texts(splits["train"]) == expected_texts, fmt
-        assert list(splits["train"]["label"]) == expected_labels, fmt
-        assert len(splits["validation"]) == 1, fmt
-        assert splits["train"].features == data_module.string_features(), fmt
-
-
-def test_missing_column_names_file_column_and_existing_columns(tmp_path: Path) -> None:
-    (tmp_path / "train.csv").write_text("sentence,label\nhello,1\n")
-    local = LocalSource("csv", {"train": "train.csv"}, text_column="text")
-    with pytest.raises(DataError) as caught:
-        load_splits(TextDataSpec("toy", local=local), tmp_path, seed=0)
-    message = str(caught.value)
-    assert str(tmp_path / "train.csv") in message
-    assert "'text'" in message and "sentence, label" in message
-
-
-def test_missing_label_value_is_reported(tmp_path: Path) -> None:
-    (tmp_path / "train.csv").write_text("text,label\nhello,1\nworld,\n")
-    with pytest.raises(DataError, match=r"train\.csv: 1 examples have no 'label' value \(first at data row 2\)"):
-        load_splits(TextDataSpec("toy", local=LocalSource("csv", {"train": "train.csv"})), tmp_path, seed=0)
-
-
-def _make_aclimdb(root: Path) -> None:
-    for split, label, name, text in [
-        ("train", "pos", "0_9.txt", "Great film.<br /><br />Loved it."),
-        ("train", "pos", "1_8.txt", "Fine."),
-        ("train", "neg", "2_1.txt", "Awful."),
-        ("train", "neg", "3_2.txt", "Bad."),
-        ("train", "unsup", "4_0.txt", "Ignored."),
-        ("test", "pos", "0_10.txt", "Superb."),
-        ("test", "neg", "1_3.txt", "Dull."),
-    ]:
-        folder = root / "aclImdb" / split / label
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
-    (root / "aclImdb" / "README").write_text("readme")
-
-
-@pytest.mark.parametrize("layout", ["archive", "parent_folder", "aclimdb_folder"])
-def test_aclimdb_reads_train_and_test_from_archive_or_folder(tmp_path: Path, layout: str) -> None:
-    _make_aclimdb(tmp_path / "extracted")
-    if layout == "archive":
-        with tarfile.open(tmp_path / "imdb.tar.gz", "w:gz") as archive:
-            archive.add(tmp_path / "extracted" / "aclImdb", arcname="aclImdb")
-        location = "imdb.tar.gz"
-    else:
-        location = "extracted" if layout == "parent_folder" else "extracted/aclImdb"
-    spec = TextDataSpec("imdb", local=LocalSource("aclimdb", {"archive": location}), carve={"validation": 0.25})
-
-    splits, source = load_splits(spec, tmp_path, seed=0)
-
-    assert {name: len(split) for name, split in splits.items()} == {"train": 3, "validation": 1, "test": 2}
-    train_and_dev = _texts(splits["train"]) + _texts(splits["validation"])
-    assert sorted(train_and_dev) == sorted(["Great film.<br /><br />Loved it.", "Fine.", "Awful.", "Bad."])
-    assert sorted(splits["test"]["label"]) == ["neg", "pos"]
-    assert location in source
-    encoded = encode(splits, spec)
-    assert "br" not in encoded.vocab and encoded.labels == ["neg", "pos"]
-
-
-def test_aclimdb_without_reviews_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "notes.txt").write_text("not a review")
-    with tarfile.open(tmp_path / "empty.tar.gz", "w:gz") as archive:
-        archive.add(tmp_path / "other", arcname="other")
-    spec = TextDataSpec("imdb", local=LocalSource("aclimdb", {"archive": "empty.tar.gz"}))
-    with pytest.raises(DataError, match=r"empty\.tar\.gz: no reviews found; expected aclImdb/"):
-        load_splits(spec, tmp_path, seed=0)
+# Loading
 
 
 def test_missing_files_without_hub_explain_where_and_how(tmp_path: Path) -> None:
@@ -208,7 +70,7 @@ def test_missing_files_without_hub_explain_where_and_how(tmp_path: Path) -> None
 def test_data_root_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write_lines(tmp_path / "train.txt", ["0 a", "1 b"] * 5)
     _write_lines(tmp_path / "dev.txt", ["0 a", "1 b"])
-    monkeypatch.setenv(data_module.DATA_ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
     data = load_text_classification(_label_text_spec({"train": "train.txt", "validation": "dev.txt"}))
     assert len(data.train) == 10 and len(data.validation) == 2 and data.test is None
 
@@ -258,7 +120,7 @@ def test_hub_columns_class_labels_and_unlabeled_test(monkeypatch: pytest.MonkeyP
         )
 
     fake = datasets.DatasetDict({"train": rows(20, [0, 1] * 10), "test": rows(4, [-1] * 4)})
-    monkeypatch.setattr(data_module, "_hub_unreachable_reason", lambda: None)
+    monkeypatch.setattr(common, "hub_unreachable_reason", lambda: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None: fake)
     spec = TextDataSpec("glue", hub=HubSource("nyu/glue", "sst2", text_column="sentence", label_column="y"))
 
@@ -304,13 +166,24 @@ def test_missing_validation_gets_ten_percent_by_default(tmp_path: Path) -> None:
     assert {name: len(split) for name, split in splits.items()} == {"train": 45, "validation": 5, "test": 3}
 
 
-def test_spec_validation() -> None:
-    with pytest.raises(DataError, match="carve"):
-        _label_text_spec({"train": "x"}, carve={"train": 0.1})
-    with pytest.raises(DataError, match="not one of"):
-        LocalSource("xml", {"train": "x"})
-    with pytest.raises(DataError, match="neither a hub nor a local"):
-        TextDataSpec("nothing")
+@pytest.mark.parametrize(
+    ("build", "field", "fragment"),
+    [
+        (lambda: _label_text_spec({"train": "x"}, carve={"train": 0.1}), "carve.train", "accepted here: validation, test"),
+        (lambda: _label_text_spec({"train": "x"}, carve={"test": 0.5}), "carve.test", "a fraction of train in (0, 0.5)"),
+        (lambda: _label_text_spec({"train": "x"}, max_vocab=2), "max_vocab", "2 is too small; it must be an integer >= 3"),
+        (lambda: _label_text_spec({"train": "x"}, max_length=0), "max_length", "it must be an integer >= 1"),
+        (lambda: LocalSource("xml", {"train": "x"}), "format", "'xml' is not accepted; accepted: label_text, csv"),
+        (lambda: LocalSource("csv", {"dev": "x"}), "files.dev", "unknown split; accepted: train, validation, test"),
+        (lambda: LocalSource("aclimdb", {"a": "x", "b": "y"}), "files", "aclimdb data takes a single entry"),
+        (lambda: HubSource("x/y", splits={"validation": "validation"}), "splits", "no `train` entry"),
+        (lambda: TextDataSpec("nothing"), "hub", "a dataset needs `hub`"),
+    ],
+)
+def test_spec_validation_names_the_field(build: object, field: str, fragment: str) -> None:
+    with pytest.raises(FieldError) as caught:
+        build()  # type: ignore[operator]
+    assert caught.value.field == field and fragment in caught.value.message
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,8 +237,7 @@ def test_unknown_validation_label_is_an_error() -> None:
 # Real benchmark data
 
 
-@needs_shared_data
-def test_real_sst2_sizes() -> None:
+def test_real_sst2_sizes(shared_data: Path) -> None:
     local = LocalSource(
         "label_text",
         {
@@ -374,21 +246,20 @@ def test_real_sst2_sizes() -> None:
             "test": "sentence/sst2/stsa.binary.test",
         },
     )
-    data = load_text_classification(TextDataSpec("sst2", local=local), SHARED_DATA)
+    data = load_text_classification(TextDataSpec("sst2", local=local), shared_data)
     assert (len(data.train), len(data.validation), len(data.test)) == (6920, 872, 1821)  # type: ignore[arg-type]
     assert np.bincount(data.train.labels).tolist() == [3310, 3610]
     assert data.labels == ["0", "1"]
 
 
-@needs_shared_data
-def test_real_mr_total_labels_and_deterministic_carve() -> None:
+def test_real_mr_total_labels_and_deterministic_carve(shared_data: Path) -> None:
     spec = TextDataSpec(
         "mr",
         local=LocalSource("label_text", {"train": "sentence/mr/rt-polarity.all"}),
         carve={"validation": 0.1, "test": 0.1},
     )
-    first = load_text_classification(spec, SHARED_DATA, seed=0)
-    again = load_text_classification(spec, SHARED_DATA, seed=0)
+    first = load_text_classification(spec, shared_data, seed=0)
+    again = load_text_classification(spec, shared_data, seed=0)
     parts = (first.train, first.validation, first.test)
     assert sum(len(part) for part in parts) == 10662  # type: ignore[arg-type]
     label_counts = sum(np.bincount(part.labels, minlength=2) for part in parts)  # type: ignore[union-attr]
@@ -400,11 +271,10 @@ def test_real_mr_total_labels_and_deterministic_carve() -> None:
     assert "…" in first.vocab  # cp1252 0x85 decoded as an ellipsis
 
 
-@needs_shared_data
-def test_real_imdb_from_archive() -> None:
+def test_real_imdb_from_archive(shared_data: Path) -> None:
     # About 7 s on one core with a cold cache (3 s streaming the archive, 4 s encoding).
     spec = TextDataSpec("imdb", local=LocalSource("aclimdb", {"archive": "imdb/aclImdb_train_test.tar.gz"}))
-    splits, _ = load_splits(spec, SHARED_DATA, seed=0)
+    splits, _ = load_splits(spec, shared_data, seed=0)
     assert len(splits["train"]) + len(splits["validation"]) == 25000
     data = encode(splits, spec)
     train_labels = np.concatenate([data.train.labels, data.validation.labels])
@@ -412,12 +282,3 @@ def test_real_imdb_from_archive() -> None:
     assert data.test is not None and len(data.test) == 25000
     assert np.bincount(data.test.labels).tolist() == [12500, 12500]
     assert data.labels == ["neg", "pos"] and int(data.train.lengths().max()) == spec.max_length
-
-
-def test_edited_file_is_read_again(tmp_path: Path) -> None:
-    # The generator's cache key includes the file's size and mtime, so no stale Arrow cache is used.
-    spec = _label_text_spec({"train": "train.txt", "validation": "train.txt"})
-    _write_lines(tmp_path / "train.txt", ["0 old"])
-    assert _texts(load_splits(spec, tmp_path, seed=0)[0]["train"]) == ["old"]
-    _write_lines(tmp_path / "train.txt", ["0 new text"])
-    assert _texts(load_splits(spec, tmp_path, seed=0)[0]["train"]) == ["new text"]

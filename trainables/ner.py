@@ -17,12 +17,12 @@ from seqeval.metrics import classification_report
 
 from spaces import NER, Offer
 from spaces._space import Strategy
-from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, LOSSES, GoldLogProb
+from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
 from trainables.optimization import Precision
 from trainables.tagger import Tagger, build_tagger
-from trainables.task import Batch, Task, TrialModel
+from trainables.task import Batch, Task, TrialModel, build_loss
 
 
 @dataclass
@@ -122,8 +122,7 @@ class NamedEntityRecognition(Task):
 
     def build(self, strategy: Strategy, data: NerData) -> TrialModel:
         model = build_tagger(strategy, len(data.words), len(data.chars), data.tags, data.scheme)
-        loss_name, loss_params = strategy.loss
-        return TrialModel(strategy, model, LOSSES[loss_name].build(len(data.tags), **loss_params))
+        return TrialModel(strategy, model, build_loss(strategy, len(data.tags)))
 
     def train_batches(self, data: NerData, batch_size: int, rng: np.random.Generator) -> Iterator[TagBatch]:
         return batches(data.train, batch_size, shuffle=True, rng=rng)

@@ -19,13 +19,13 @@ import torch
 from spaces import READING_COMPREHENSION, Offer
 from spaces._space import Strategy
 from spaces.loss_terms import PAIRED_ENCODINGS
-from spaces.losses import GOLD_LOG_PROB, LOSSES
+from spaces.losses import GOLD_LOG_PROB
 from spaces.regularizers import LOOP, MODEL
 from trainables.bidaf import BiDAF, SpanScores, best_spans, build_bidaf, span_log_probs
 from trainables.optimization import Precision
 from trainables.data import EncodedQuestions, ReadingComprehensionData, ReadingComprehensionDataSpec, load_reading_comprehension
 from trainables.squad_metrics import squad_scores
-from trainables.task import Batch, Task, TrialModel
+from trainables.task import Batch, Task, TrialModel, build_loss
 
 EVAL_BATCH_SIZE = 64
 # Training batches are drawn from pools of this many batches sorted by context length, so a batch
@@ -151,9 +151,8 @@ class ReadingComprehension(Task):
 
     def build(self, strategy: Strategy, data: ReadingComprehensionData) -> TrialModel:
         model = build_bidaf(strategy, len(data.words), len(data.chars))
-        loss_name, loss_params = strategy.loss
         # The loss sees one "class" per context position the model can read.
-        return TrialModel(strategy, model, LOSSES[loss_name].build(data.max_context_tokens, **loss_params))
+        return TrialModel(strategy, model, build_loss(strategy, data.max_context_tokens))
 
     def train_size(self, data: ReadingComprehensionData) -> int:
         return len(_answerable(data))

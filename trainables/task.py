@@ -59,6 +59,14 @@ class TrialModel:
     device: torch.device = torch.device("cpu")
 
 
+def build_loss(strategy: Strategy, num_classes: int) -> nn.Module:
+    """The strategy's loss over `num_classes` outcomes (labels, tags, context positions)."""
+    from spaces.losses import LOSSES
+
+    name, params = strategy.loss
+    return LOSSES[name].build(num_classes, **params)
+
+
 class Task:
     """A task adapter; see the module docstring. Subclasses set the class attributes and
     implement the methods; optional hooks are documented no-ops."""

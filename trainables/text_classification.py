@@ -13,12 +13,12 @@ from torch import nn
 
 from spaces import TEXT_CLASSIFICATION, Offer
 from spaces._space import Strategy
-from spaces.losses import CLASSES, LOSSES
+from spaces.losses import CLASSES
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSplit, TextClassificationData, TextDataSpec, load_text_classification
 from trainables.models import build_text_classifier
 from trainables.optimization import Precision
-from trainables.task import Batch, Task, TrialModel
+from trainables.task import Batch, Task, TrialModel, build_loss
 
 
 @dataclass
@@ -93,8 +93,7 @@ class TextClassification(Task):
 
     def build(self, strategy: Strategy, data: TextClassificationData) -> TrialModel:
         model = build_text_classifier(strategy, len(data.vocab), len(data.labels))
-        loss_name, loss_params = strategy.loss
-        return TrialModel(strategy, model, LOSSES[loss_name].build(len(data.labels), **loss_params))
+        return TrialModel(strategy, model, build_loss(strategy, len(data.labels)))
 
     def train_batches(self, data: TextClassificationData, batch_size: int, rng: np.random.Generator) -> Iterator[TextBatch]:
         return batches(data.train, batch_size, shuffle=True, rng=rng)

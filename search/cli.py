@@ -138,10 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as error:
-        from search.config import StudyFileError
-        from search.engine import SearchError
-        from spaces import SpaceError
-        from trainables.data import DataError
+        from search import DataError, SearchError, SpaceError, StudyFileError
 
         if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError)):
             print(f"search: error: {error}", file=sys.stderr)
@@ -150,9 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search.config import apply_overrides, load_study_file
+    from search import load_study
+    from search.config import apply_overrides
 
-    config = load_study_file(args.study_file)
+    config = load_study(args.study_file)
     config = apply_overrides(
         config, storage=args.storage, study_name=args.study_name, trials=args.trials,
         max_epochs=args.max_epochs, concurrency=args.concurrency, storage_path=args.storage_path,
@@ -183,7 +181,8 @@ def _resume(args: argparse.Namespace) -> int:
 def _search(config: object, args: argparse.Namespace) -> int:
     import optuna
 
-    from search.engine import display_url, run_search
+    from search import run_search
+    from search.engine import display_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import datasets
@@ -385,7 +384,7 @@ def _export(name: str, storage_url: str, top: int, trial_number: int | None, fmt
 
 
 def _train(args: argparse.Namespace) -> int:
-    from search.config import StudyFileError
+    from search import StudyFileError
     from search.export import DOCUMENT_FIELDS
     from search.train import FLAGS, document_from_flags, train_document
 

@@ -207,6 +207,10 @@ def load_study_file(path: str | os.PathLike) -> StudyConfig:
     return parse_study(raw, str(path), default_name=path.stem)
 
 
+# The public name (`from search import load_study`); `load_study_file` stays for existing callers.
+load_study = load_study_file
+
+
 def apply_overrides(
     config: StudyConfig,
     *,

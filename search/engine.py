@@ -12,10 +12,11 @@ import socket
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -26,6 +27,13 @@ from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
 from trainables.runner import TrialSettings
 from trainables.data import DataError
+
+if TYPE_CHECKING:  # Ray is imported only once a search runs
+    from ray.tune import ResultGrid, Tuner
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.searcher import RecordingOptunaSearch
+    from search.tasks import Task
 
 
 class SearchError(RuntimeError):
@@ -184,6 +192,31 @@ def describe_strategy(config: dict[str, Any]) -> dict[str, Any]:
     return {"strategy": Strategy.from_config(config).summary()}
 
 
+@dataclass
+class _SearchRun:
+    """What the steps of `run_search` share once the data and the storage are known to be good."""
+
+    config: StudyConfig
+    task: Task
+    data: Any
+    storage: optuna.storages.RDBStorage
+    log: Callable[[str], None]
+
+    @property
+    def data_source(self) -> str:
+        return getattr(self.data, "source", "")
+
+
+@dataclass
+class _Tuning:
+    """Ray Tune's tuner for this run, with the searcher that records its trials in the study and
+    the settings every trial trains with (the best trial is scored on test with them too)."""
+
+    tuner: Tuner
+    searcher: RecordingOptunaSearch
+    settings: TrialSettings
+
+
 def run_search(
     config: StudyConfig,
     *,
@@ -207,22 +240,51 @@ def run_search(
         check_ray_address(address)
 
     # 1) data and storage first: nothing is written before both are known to be good.
+    data = _load_data(config, task, data_root, log)
+    run = _SearchRun(config, task, data, open_storage(config.storage), log)
+
+    # 2) Ray: local unless the caller already connected to a cluster.
+    with _connect_ray(address, ray_temp_dir, verbose, log) as cluster_resources:
+        resources, notes = _trial_resources(config, cluster_resources)
+        for note in notes:
+            log(f"note: {note}")
+
+        # 3) The study: created, or reopened after checking it is the same kind of search; the
+        # trials a dead driver left RUNNING are failed and re-queued before the budget is counted.
+        study = prepare_study(run.storage, config)
+        recovery.reconcile_orphans(study, log)
+        remaining = _trials_to_run(study, config, log)
+        if remaining <= 0:
+            return summarize(config, run.storage, started, trials_run=0, data_source=run.data_source, notes=notes)
+
+        # 4) The search, then this run's best trial on the test split.
+        tuning = _build_tuner(run, resources, remaining, trainable=trainable, storage_path=storage_path, verbose=verbose)
+        results, interrupted = _fit(tuning)
+        test_metrics = _score_best_on_test(run, tuning, results)
+    summary = summarize(config, run.storage, started, trials_run=remaining, data_source=run.data_source, notes=notes)
+    summary.interrupted = interrupted
+    summary.test_metrics = test_metrics
+    return summary
+
+
+def _load_data(config: StudyConfig, task: Task, data_root: str | os.PathLike | None, log: Callable[[str], None]) -> Any:
+    """The task's data, loaded once in the driver; a data error names the study file's field."""
     log(f"data: loading {config.data.name} ...")
     try:
         data = task.load_data(config.data, data_root, config.seed)
     except DataError as error:
         raise DataError(f"{config.path}: field `data`: {error}") from None
-    source = getattr(data, "source", "")
-    log(f"data: {source}")
-    storage = open_storage(config.storage)
+    log(f"data: {getattr(data, 'source', '')}")
+    return data
 
-    # 2) Ray: local unless the caller already connected to a cluster.
+
+@contextmanager
+def _connect_ray(
+    address: str | None, ray_temp_dir: str | os.PathLike | None, verbose: int, log: Callable[[str], None],
+) -> Iterator[dict[str, float]]:
+    """Ray for the search, yielding the cluster's resources: the cluster at `address`, else a local
+    Ray started here. A Ray the caller already connected to is used as it is and left running."""
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from search.progress import ProgressPrinter
-    from search.searcher import RecordingOptunaSearch, TrialRecorder
 
     owns_ray = not ray.is_initialized()
     # glibc gives each thread of a Ray worker its own malloc arena and keeps what trials free:
@@ -246,104 +308,141 @@ def run_search(
             _temp_dir=str(Path(ray_temp_dir).resolve()) if ray_temp_dir else None,
         )
     try:
-        resources, notes = _trial_resources(config, ray.cluster_resources())
-        for note in notes:
-            log(f"note: {note}")
-
-        # 3) The study: created, or reopened after checking it is the same kind of search.
-        study = prepare_study(storage, config)
-        recovery.reconcile_orphans(study, log)
-        finished = sum(1 for t in study.get_trials(deepcopy=False) if recovery.counts_toward_budget(t))
-        remaining = config.budget.trials - finished
-        if remaining <= 0:
-            log(f"study {config.name!r} already has {finished} finished trials (budget {config.budget.trials}); nothing to run")
-            return summarize(config, storage, started, trials_run=0, data_source=source, notes=notes)
-        if finished:
-            log(f"study {config.name!r}: {finished} finished trials kept; running {remaining} more")
-
-        searcher = RecordingOptunaSearch(
-            space=functools.partial(suggest, space=config.space),
-            metric=config.metric, mode=config.mode,
-            sampler=make_sampler(config.seed),
-            study_name=config.name, storage=storage,
-            max_epochs=config.budget.max_epochs,
-            describe=describe_strategy,
-        )
-        settings = TrialSettings(
-            metric=config.metric, mode=config.mode, max_epochs=config.budget.max_epochs,
-            seed=config.seed, threads=max(1, int(config.budget.cpus_per_trial)),
-            checkpoint_every_s=config.budget.checkpoint_every_s,
-        )
-        progress = [ProgressPrinter(config.metric, config.mode, config.budget.max_epochs, remaining, searcher.trial_number, log)] if verbose else []
-        runnable = tune.with_parameters(guard_trial(trainable or task.trainable), data=data, settings=settings)
-        runnable = tune.with_resources(runnable, resources)
-        tuner = tune.Tuner(
-            runnable,
-            tune_config=tune.TuneConfig(
-                metric=config.metric, mode=config.mode, search_alg=searcher,
-                scheduler=ASHAScheduler(
-                    # epochs, not Ray iterations: a re-queued trial resumes at epoch k + 1
-                    time_attr="epoch", max_t=config.budget.max_epochs,
-                    grace_period=config.asha.grace_period, reduction_factor=config.asha.reduction_factor,
-                ),
-                num_samples=remaining,
-                # Without it a searcher gets one pending trial at a time: trials run one by one.
-                max_concurrent_trials=config.budget.concurrency,
-                # One worker process per concurrent slot, kept across trials: no torch re-import,
-                # no data re-transfer per trial.
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=_storage_path(storage_path or config.storage_path),
-                callbacks=[TrialRecorder(searcher), *progress],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                # Retries lost workers/nodes from the last checkpoint; the trial's own errors are
-                # caught by `guard_trial` and never retried.
-                failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
-                verbose=0,  # progress comes from ProgressPrinter, one line per event
-            ),
-        )
-        results = None
-        try:
-            results = tuner.fit()
-        finally:
-            # Ray returns normally after Ctrl-C; trials it cut off are the sign of an interruption.
-            interrupted = searcher.close_unfinished() > 0
-        test_metrics = _score_best_on_test(config, task, storage, data, settings, results, searcher, log)
+        yield ray.cluster_resources()
     finally:
         if owns_ray:
             ray.shutdown()
-    summary = summarize(config, storage, started, trials_run=remaining, data_source=source, notes=notes)
-    summary.interrupted = interrupted
-    summary.test_metrics = test_metrics
-    return summary
 
 
-def _score_best_on_test(config: StudyConfig, task: Any, storage: Any, data: Any, settings: TrialSettings, results: Any, searcher: Any, log: Callable[[str], None]) -> dict[str, float] | None:
+def _trials_to_run(study: optuna.Study, config: StudyConfig, log: Callable[[str], None]) -> int:
+    """How many trials the budget leaves for this run (0 or less: none); finished trials of earlier
+    runs count toward it."""
+    finished = sum(1 for t in study.get_trials(deepcopy=False) if recovery.counts_toward_budget(t))
+    remaining = config.budget.trials - finished
+    if remaining <= 0:
+        log(f"study {config.name!r} already has {finished} finished trials (budget {config.budget.trials}); nothing to run")
+    elif finished:
+        log(f"study {config.name!r}: {finished} finished trials kept; running {remaining} more")
+    return remaining
+
+
+def _build_tuner(
+    run: _SearchRun,
+    resources: dict[str, float],
+    remaining: int,
+    *,
+    trainable: Callable[..., None] | None,
+    storage_path: str | os.PathLike | None,
+    verbose: int,
+) -> _Tuning:
+    """Ray Tune's tuner for `remaining` trials: the study's sampler proposes each one, ASHA stops the
+    weak ones, and each runs the task's trainable (or `trainable`) with the data and settings on
+    `resources`."""
+    from ray import tune
+
+    from search.progress import ProgressPrinter
+    from search.searcher import TrialRecorder
+
+    config = run.config
+    searcher = _make_searcher(config, run.storage)
+    settings = _trial_settings(config)
+    progress = [ProgressPrinter(config.metric, config.mode, config.budget.max_epochs, remaining, searcher.trial_number, run.log)] if verbose else []
+    runnable = tune.with_parameters(guard_trial(trainable or run.task.trainable), data=run.data, settings=settings)
+    runnable = tune.with_resources(runnable, resources)
+    tuner = tune.Tuner(
+        runnable,
+        tune_config=tune.TuneConfig(
+            metric=config.metric, mode=config.mode, search_alg=searcher, scheduler=_asha_scheduler(config),
+            num_samples=remaining,
+            # Without it a searcher gets one pending trial at a time: trials run one by one.
+            max_concurrent_trials=config.budget.concurrency,
+            # One worker process per concurrent slot, kept across trials: no torch re-import,
+            # no data re-transfer per trial.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=_storage_path(storage_path or config.storage_path),
+            callbacks=[TrialRecorder(searcher), *progress],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Retries lost workers/nodes from the last checkpoint; the trial's own errors are
+            # caught by `guard_trial` and never retried.
+            failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
+            verbose=0,  # progress comes from ProgressPrinter, one line per event
+        ),
+    )
+    return _Tuning(tuner, searcher, settings)
+
+
+def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage) -> RecordingOptunaSearch:
+    """Ray's OptunaSearch on this study, recording in it what actually happened to each trial."""
+    from search.searcher import RecordingOptunaSearch
+
+    return RecordingOptunaSearch(
+        space=functools.partial(suggest, space=config.space),
+        metric=config.metric, mode=config.mode,
+        sampler=make_sampler(config.seed),
+        study_name=config.name, storage=storage,
+        max_epochs=config.budget.max_epochs,
+        describe=describe_strategy,
+    )
+
+
+def _trial_settings(config: StudyConfig) -> TrialSettings:
+    return TrialSettings(
+        metric=config.metric, mode=config.mode, max_epochs=config.budget.max_epochs,
+        seed=config.seed, threads=max(1, int(config.budget.cpus_per_trial)),
+        checkpoint_every_s=config.budget.checkpoint_every_s,
+    )
+
+
+def _asha_scheduler(config: StudyConfig) -> ASHAScheduler:
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        # epochs, not Ray iterations: a re-queued trial resumes at epoch k + 1
+        time_attr="epoch", max_t=config.budget.max_epochs,
+        grace_period=config.asha.grace_period, reduction_factor=config.asha.reduction_factor,
+    )
+
+
+def _fit(tuning: _Tuning) -> tuple[ResultGrid, bool]:
+    """Runs the trials; returns Ray's results and whether the run was interrupted."""
+    try:
+        results = tuning.tuner.fit()
+    finally:
+        # Ray returns normally after Ctrl-C; trials it cut off are the sign of an interruption.
+        interrupted = tuning.searcher.close_unfinished() > 0
+    return results, interrupted
+
+
+def _score_best_on_test(run: _SearchRun, tuning: _Tuning, results: ResultGrid | None) -> dict[str, float] | None:
     """The best COMPLETE trial's saved model, scored on the test split; recorded in the study's
     user attribute `best_trial_test`. Only for a best trial of this run (its checkpoint is here)."""
-    if results is None or getattr(data, "test", None) is None:
+    config = run.config
+    if results is None or getattr(run.data, "test", None) is None:
         return None
-    study = optuna.load_study(study_name=config.name, storage=storage)
+    study = optuna.load_study(study_name=config.name, storage=run.storage)
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:
         return None
     best = study.best_trial
     checkpoints = {
-        searcher.trial_number(result.metrics.get("trial_id")): result.checkpoint
+        tuning.searcher.trial_number(result.metrics.get("trial_id")): result.checkpoint
         for result in results
         if result.checkpoint is not None and result.metrics
     }
     checkpoint = checkpoints.get(best.number)
     if checkpoint is None:
-        log(f"test: best trial {best.number} comes from an earlier run; its test score is not computed again")
+        run.log(f"test: best trial {best.number} comes from an earlier run; its test score is not computed again")
         return None
     with checkpoint.as_directory() as directory:
-        metrics = task.evaluate_checkpoint(best.user_attrs["config"], data, settings, directory, "test")
+        metrics = run.task.evaluate_checkpoint(best.user_attrs["config"], run.data, tuning.settings, directory, "test")
     study.set_user_attr("best_trial_test", {"trial": best.number, **metrics})
-    log(f"test: best trial {best.number} scores {config.metric} {metrics[config.metric]:.4f} on the test split")
+    run.log(f"test: best trial {best.number} scores {config.metric} {metrics[config.metric]:.4f} on the test split")
     return metrics
+
+
 
 
 def check_ray_address(address: str) -> None:

@@ -12,9 +12,9 @@ from search.config import StudyFileError, load_study_file
 from search.engine import run_search
 
 
-def qa_study_yaml(storage: str, *, trials: int = 3, max_epochs: int = 2, data_extra: str = "") -> str:
+def reading_comprehension_study_yaml(storage: str, *, trials: int = 3, max_epochs: int = 2, data_extra: str = "") -> str:
     return f"""# test study
-name: tinyqa
+name: tinysquad
 task: reading_comprehension
 seed: 0
 data:
@@ -50,16 +50,16 @@ space:
 """
 
 
-def test_qa_search_records_em_f1_curves_and_test_scores(ray_session, tmp_path: Path, shared_data: Path) -> None:
+def test_reading_comprehension_search_records_em_f1_curves_and_test_scores(ray_session, tmp_path: Path, shared_data: Path) -> None:
     if not (shared_data / "squad/dev-v1.1.json.gz").exists():
         pytest.skip("SQuAD dev file not found under ../shared/data/squad")
-    db = tmp_path / "qa.db"
-    study_file = tmp_path / "tinyqa.yaml"
-    study_file.write_text(qa_study_yaml(f"sqlite:///{db}"))
+    db = tmp_path / "squad.db"
+    study_file = tmp_path / "tinysquad.yaml"
+    study_file.write_text(reading_comprehension_study_yaml(f"sqlite:///{db}"))
 
     summary = run_search(load_study_file(study_file), data_root=shared_data, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
 
-    study = optuna.load_study(study_name="tinyqa", storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name="tinysquad", storage=f"sqlite:///{db}")
     assert study.user_attrs["task"] == "reading_comprehension"
     assert len(study.trials) == 3
     assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
@@ -84,8 +84,8 @@ def test_qa_search_records_em_f1_curves_and_test_scores(ray_session, tmp_path: P
         ("  max_context_tokens: 0\n", "data.max_context_tokens", "must be an integer >= 1"),
     ],
 )
-def test_bad_qa_data_sections_are_refused_naming_the_field(tmp_path: Path, data_extra: str, field: str, fragment: str) -> None:
-    text = qa_study_yaml("sqlite:///x.db", data_extra=data_extra)
+def test_bad_reading_comprehension_data_sections_are_refused_naming_the_field(tmp_path: Path, data_extra: str, field: str, fragment: str) -> None:
+    text = reading_comprehension_study_yaml("sqlite:///x.db", data_extra=data_extra)
     if "carve" in data_extra:  # replace the study's own carve line
         text = text.replace("  carve: {validation: 0.1, test: 0.1}\n", "")
     if "max_examples" in data_extra:
@@ -97,9 +97,9 @@ def test_bad_qa_data_sections_are_refused_naming_the_field(tmp_path: Path, data_
     assert caught.value.field.startswith(field) and fragment in str(caught.value)
 
 
-def test_a_qa_study_refuses_another_tasks_format(tmp_path: Path) -> None:
+def test_a_reading_comprehension_study_refuses_another_tasks_format(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(qa_study_yaml("sqlite:///x.db").replace("format: squad", "format: conll"))
+    path.write_text(reading_comprehension_study_yaml("sqlite:///x.db").replace("format: squad", "format: conll"))
     with pytest.raises(StudyFileError) as caught:
         load_study_file(path)
     assert caught.value.field == "data.local.format" and "accepted: squad" in str(caught.value)

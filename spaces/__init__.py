@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
-from spaces._base import Categorical, Component, Fixed, Float, Int, Offer, Registry, SpaceError, registry
+from spaces._base import Categorical, Component, Fixed, Float, Int, Offer, Registry, SpaceError, at_least, between, positive, registry
 from spaces._space import FamilySpace, Space, build_space, categorical_choices, suggest
+from spaces._support import unsupported
 from spaces._strategy import (
     ConfigError,
     Strategy,
@@ -75,7 +76,7 @@ READING_COMPREHENSION = {
 
 __all__ = [
     "ADDONS", "CHAR_ENCODERS", "DECODERS", "ENCODERS", "HEADS", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
-    "Categorical", "Component", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
+    "Categorical", "Component", "at_least", "between", "positive", "unsupported", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
     "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
     "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",
 ]

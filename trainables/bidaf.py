@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spaces._space import Strategy
+from spaces import Strategy
 from spaces.addons import ADDONS
 from spaces.encoders import ENCODERS
 from spaces.losses import GoldLogProb

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spaces._space import Strategy
+from spaces import Strategy
 from spaces.addons import ADDONS
 from spaces.char_encoders import CHAR_ENCODERS
 from spaces.encoders import ENCODERS

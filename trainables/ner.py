@@ -16,7 +16,7 @@ import torch
 from seqeval.metrics import classification_report
 
 from spaces import NER, Offer
-from spaces._space import Strategy
+from spaces import Strategy
 from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner

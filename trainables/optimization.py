@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spaces._space import Strategy
+from spaces import Strategy
 from spaces.optimizers import OPTIMIZERS
 from spaces.regularizers import REGULARIZERS, LoopRegularizer
 from spaces.schedules import SCHEDULES

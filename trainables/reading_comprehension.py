@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from spaces import READING_COMPREHENSION, Offer
-from spaces._space import Strategy
+from spaces import Strategy
 from spaces.loss_terms import PAIRED_ENCODINGS
 from spaces.losses import GOLD_LOG_PROB
 from spaces.regularizers import LOOP, MODEL

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spaces._space import Strategy
+from spaces import Strategy
 from spaces.loss_terms import LOSS_TERMS
 from trainables.optimization import Optimization, Precision, check_finite, count_parameters, pick_device, seed_everything
 from trainables.task import Task, TrialModel

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from spaces._space import Strategy
+from spaces import Strategy
 from spaces.addons import ADDONS
 from spaces.encoders import ENCODERS
 from trainables.crf import CRF, transition_constraints

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from spaces._base import Offer, Registry
-from spaces._space import Strategy
+from spaces import Offer, Registry
+from spaces import Strategy
 
 
 @dataclass

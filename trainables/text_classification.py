@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from spaces import TEXT_CLASSIFICATION, Offer
-from spaces._space import Strategy
+from spaces import Strategy
 from spaces.losses import CLASSES
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSplit, TextClassificationData, TextDataSpec, load_text_classification

@@ -15,7 +15,7 @@ supports none of them when the study is loaded.
 from __future__ import annotations
 
 from spaces._base import registry
-from spaces.losses._common import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb
+from spaces.losses._common import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, ClassificationLoss, GoldLogProb, mean_over_valid
 from spaces.losses._focal import FOCAL, FocalLoss
 from spaces.losses._ghm import GHM, GHMLoss
 from spaces.losses._simple import CROSS_ENTROPY, LABEL_SMOOTHING, CrossEntropyLoss
@@ -26,9 +26,11 @@ __all__ = [
     "CLASSES",
     "GOLD_LOG_PROB",
     "IGNORE_INDEX",
+    "ClassificationLoss",
     "GoldLogProb",
     "LOSSES",
     "CrossEntropyLoss",
     "FocalLoss",
     "GHMLoss",
+    "mean_over_valid",
 ]

@@ -40,7 +40,7 @@ class GoldLogProb:
     per_unit: torch.Tensor | float = 1.0
 
 
-class _ClassificationLoss(nn.Module):
+class ClassificationLoss(nn.Module):
     """Base class: checks shapes, masks ignored targets and averages over the rest.
 
     Args:
@@ -82,7 +82,7 @@ class _ClassificationLoss(nn.Module):
         return logits.float(), safe_targets, valid
 
 
-def _mean_over_valid(per_example: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def mean_over_valid(per_example: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean of `per_example` over the counted examples; 0 (still attached to the graph) if there are none.
 
     Written without a data-dependent branch so that it never forces a GPU-to-host sync.

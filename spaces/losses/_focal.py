@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from spaces._base import Component, Float, at_least
-from spaces.losses._common import CLASSES, GOLD_LOG_PROB, _ClassificationLoss, _mean_over_valid
+from spaces.losses._common import CLASSES, GOLD_LOG_PROB, ClassificationLoss, mean_over_valid
 
 # Floor for 1 - p_t inside the power: with gamma < 1 the derivative of x**gamma is infinite at x = 0,
 # which a saturated float32 softmax (p_t == 1) reaches.
 _MIN_ONE_MINUS_PT = 1e-12
 
 
-class FocalLoss(_ClassificationLoss):
+class FocalLoss(ClassificationLoss):
     """-(1 - p_t)**gamma * log p_t, averaged over non-ignored examples.
 
     Args:
@@ -35,7 +35,7 @@ class FocalLoss(_ClassificationLoss):
         valid = torch.ones_like(log_p, dtype=torch.bool) if valid is None else valid
         # -expm1(log p) is 1 - p without the cancellation that 1 - exp(log p) suffers near p = 1.
         one_minus_p = (-torch.expm1(log_p)).clamp(min=_MIN_ONE_MINUS_PT)
-        return _mean_over_valid(-one_minus_p.pow(self.gamma) * log_p, valid)
+        return mean_over_valid(-one_minus_p.pow(self.gamma) * log_p, valid)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, gamma={self.gamma:g}"

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from spaces._base import Component, Float, Int, at_least, between
-from spaces.losses._common import CLASSES, GOLD_LOG_PROB, _ClassificationLoss
+from spaces.losses._common import CLASSES, GOLD_LOG_PROB, ClassificationLoss
 
 # Added to the last bin edge, as in the authors' code, so that g == 1 falls inside the last bin.
 _LAST_EDGE_MARGIN = 1e-6
 
 
-class GHMLoss(_ClassificationLoss):
+class GHMLoss(ClassificationLoss):
     """GHM-C weighted cross-entropy.
 
     Per batch, with N valid examples, bin counts c_b and M non-empty bins:

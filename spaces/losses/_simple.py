@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from spaces._base import Component, Float, between
-from spaces.losses._common import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb, _ClassificationLoss, _mean_over_valid
+from spaces.losses._common import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb, ClassificationLoss, mean_over_valid
 
 
-class CrossEntropyLoss(_ClassificationLoss):
+class CrossEntropyLoss(ClassificationLoss):
     """Softmax cross-entropy averaged over non-ignored examples.
 
     Args:
@@ -45,7 +45,7 @@ class CrossEntropyLoss(_ClassificationLoss):
     @staticmethod
     def _gold_nll(log_p: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         log_p = log_p.float()
-        return _mean_over_valid(-log_p, torch.ones_like(log_p, dtype=torch.bool) if valid is None else valid)
+        return mean_over_valid(-log_p, torch.ones_like(log_p, dtype=torch.bool) if valid is None else valid)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, label_smoothing={self.label_smoothing:g}"

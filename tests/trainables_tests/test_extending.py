@@ -13,9 +13,7 @@ import yaml
 
 from search.config import StudyFileError, parse_study
 from search.tasks import TASKS, get_task
-from spaces import Component, Float, suggest, unflatten
-from spaces._base import between
-from spaces._support import unsupported
+from spaces import Component, Float, between, suggest, unflatten, unsupported
 from spaces.losses import CLASSES, IGNORE_INDEX, LOSSES
 from tests.conftest import ner_study_yaml, toy_study_yaml, write_conll_files, write_sentiment_csv
 from trainables import TrialSettings, run_trial

@@ -1,4 +1,4 @@
-"""BiDAF, its span loss and decoding, batching and the QA loop on their own (no Ray), on real SQuAD text."""
+"""BiDAF, its span loss and decoding, batching and the reading-comprehension task on the trial runner (no Ray), on real SQuAD text."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def small_squad(shared_data: Path) -> ReadingComprehensionData:
     return load_reading_comprehension(spec, shared_data, seed=0)
 
 
-def qa_config(loss: str = "cross_entropy", infonce: bool = True, char_encoder: str = "cnn", **loss_params: float) -> dict:
+def reading_comprehension_config(loss: str = "cross_entropy", infonce: bool = True, char_encoder: str = "cnn", **loss_params: float) -> dict:
     char_params = {"cnn": {"char_dim": 8, "filters": 8}, "lstm": {"char_dim": 8, "hidden": 4}, "none": {}}[char_encoder]
     return {
         "char_encoder": {"name": char_encoder, char_encoder: char_params},
@@ -139,7 +139,7 @@ def test_predicting_the_gold_span_reads_back_the_gold_text(small_squad: ReadingC
 @pytest.mark.parametrize(("loss", "params"), [("cross_entropy", {}), ("focal", {"gamma": 2.0}), ("ghm", {"bins": 10, "momentum": 0.5}), ("label_smoothing", {"epsilon": 0.1})])
 def test_every_loss_trains_bidaf_and_ignores_rows_without_a_span(small_squad: ReadingComprehensionData, loss: str, params: dict) -> None:
     torch.manual_seed(0)
-    strategy = Strategy.from_config(qa_config(loss, **params))
+    strategy = Strategy.from_config(reading_comprehension_config(loss, **params))
     model = build_bidaf(strategy, len(small_squad.words), len(small_squad.chars))
     trial = TrialModel(strategy, model, LOSSES[loss].build(small_squad.max_context_tokens, **params))
     batch = next(batches(small_squad.train, small_squad, np.arange(8), 8, shuffle=False))
@@ -174,7 +174,7 @@ def test_the_loop_reports_em_f1_and_loss_each_epoch_and_its_checkpoint_scores_te
             (tmp_path / "state.pt").write_bytes((Path(checkpoint_dir) / "state.pt").read_bytes())
 
     settings = TrialSettings(metric="f1", mode="max", max_epochs=2)
-    config = qa_config("focal", gamma=1.0)
+    config = reading_comprehension_config("focal", gamma=1.0)
     train_reading_comprehension(config, small_squad, settings, report)
     assert [r["epoch"] for r in reports] == [1, 2]
     for metrics in reports:

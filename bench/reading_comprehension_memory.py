@@ -13,8 +13,8 @@ peak (`ru_maxrss`) is that phase's own:
   on batches of the same shape and the difference between the two peaks is what the dataset's size
   costs a trial.
 
-    .venv/bin/python bench/qa_memory.py                      # about 2 min on 2 cores
-    .venv/bin/python bench/qa_memory.py --steps 5 --repeat 2 # quick smoke run
+    .venv/bin/python bench/reading_comprehension_memory.py                      # about 2 min on 2 cores
+    .venv/bin/python bench/reading_comprehension_memory.py --steps 5 --repeat 2 # quick smoke run
 
 The last line can be read by a script:
 `RESULT dev_trial_peak_mib=... x10_trial_peak_mib=... trial_ratio=... dev_load_peak_mib=...

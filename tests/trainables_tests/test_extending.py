@@ -143,3 +143,15 @@ def test_shipped_losses_and_regularizers_work_with_every_task() -> None:
             for component in task.registries[family].components.values():
                 candidates = {name: list(registry.names()) for name, registry in task.registries.items()}
                 assert unsupported(component, offers, candidates) is None, (task_name, family, component.name)
+
+
+def test_search_train_refuses_a_config_the_task_cannot_train(brier: Component) -> None:
+    """`search train` checks an exported config the same way (Strategy.check with the task's offers)."""
+    from spaces import ConfigError, Strategy
+    from tests.trainables_tests.test_ner import tagging_config
+
+    task = get_task("ner")
+    config = tagging_config("crf", loss="brier", scale=1.0)
+    with pytest.raises(ConfigError, match="'brier' cannot be used by task ner with head 'crf'"):
+        Strategy.check(config, task.registries, task=task.name, offers=task.offers)
+    Strategy.check(tagging_config("softmax", loss="brier", scale=1.0), task.registries, task=task.name, offers=task.offers)

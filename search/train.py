@@ -23,6 +23,9 @@ from search.config import StudyFileError, parse_data_section
 from search.export import parse_value
 from search.tasks import TASKS, Task, get_task
 from spaces import ConfigError, Strategy, is_flat_key, with_overrides
+from spaces.finetuning import pretrained_model
+from trainables.data import FieldError
+from trainables.data.subwords import with_pretrained
 from trainables.runner import TrialSettings
 
 FLAGS = "search train flags"  # the "file" named in errors about a config given as flags
@@ -52,6 +55,11 @@ def train_document(
         raise StudyFileError(path, "max_epochs", f"{epochs!r} is not a positive integer; set it in the file or pass --max-epochs")
     check_config(task, document["config"], path)
     spec = parse_data_section(task.name, document["data"], path)
+    model = pretrained_model(document["config"])
+    try:
+        spec = with_pretrained(spec, [model] if model else [], field="config.encoder.transformer.model")
+    except FieldError as error:
+        raise StudyFileError(path, error.field, error.message) from None
     data = task.load_data(spec, data_root, document.get("seed", 0))
     log(f"data: {data.source}")
 

@@ -30,6 +30,7 @@ from spaces.addons import ADDONS
 from spaces.char_encoders import CHAR_ENCODERS
 from spaces.decoders import DECODERS
 from spaces.encoders import ENCODERS
+from spaces.finetuning import FINETUNE, POOLING
 from spaces.heads import HEADS
 from spaces.loss_terms import LOSS_TERMS
 from spaces.losses import LOSSES
@@ -38,8 +39,11 @@ from spaces.regularizers import REGULARIZERS
 from spaces.schedules import SCHEDULES
 
 # The families a text-classification study searches, in the order a strategy is sampled.
+# `finetune` and `pooling` exist only in strategies whose encoder is `transformer`.
 TEXT_CLASSIFICATION = {
     "encoder": ENCODERS,
+    "finetune": FINETUNE,
+    "pooling": POOLING,
     "addons": ADDONS,
     "loss": LOSSES,
     "regularizers": REGULARIZERS,
@@ -75,7 +79,7 @@ READING_COMPREHENSION = {
 }
 
 __all__ = [
-    "ADDONS", "CHAR_ENCODERS", "DECODERS", "ENCODERS", "HEADS", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "ADDONS", "CHAR_ENCODERS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "at_least", "between", "positive", "unsupported", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
     "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
     "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",

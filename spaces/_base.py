@@ -234,6 +234,9 @@ class Component:
     forms it can score, see `spaces.losses`; a regularizer: where it acts, "loop" or "model").
     A task offers each family some forms (`Offer`); the space refuses a component that supports
     none of them. Empty: it works with whatever the task offers.
+
+    `opt_in`: searched only where a study names it, never as part of an omitted family's "every
+    component" (a pretrained encoder needs a model the user chooses, and an optional extra).
     """
 
     name: str
@@ -241,6 +244,7 @@ class Component:
     build: Callable[..., Any] | None = None
     summary: str = ""
     supports: frozenset[str] = frozenset()
+    opt_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,11 +268,16 @@ class Registry:
 
     kind "choice": a strategy uses exactly one component (a loss, an optimizer, ...);
     kind "toggle": a strategy uses any subset (add-ons, regularizers), each switched on or off.
+
+    `requires = (family, component)`: the family exists only in strategies that choose that
+    component (fine-tuning settings only with the `transformer` encoder); otherwise it is not
+    sampled and not in the config. The required family must come earlier in the task's families.
     """
 
     family: str
     kind: Literal["choice", "toggle"]
     components: Mapping[str, Component]
+    requires: tuple[str, str] | None = None
 
     def __getitem__(self, name: str) -> Component:
         return self.components[name]
@@ -277,8 +286,10 @@ class Registry:
         return list(self.components)
 
 
-def registry(family: str, kind: Literal["choice", "toggle"], components: Sequence[Component]) -> Registry:
+def registry(
+    family: str, kind: Literal["choice", "toggle"], components: Sequence[Component], *, requires: tuple[str, str] | None = None,
+) -> Registry:
     table = {c.name: c for c in components}
     if len(table) != len(components):
         raise ValueError(f"duplicate component names in family {family}")
-    return Registry(family, kind, table)
+    return Registry(family, kind, table, requires)

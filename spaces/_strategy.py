@@ -115,7 +115,7 @@ class ConfigError(SpaceError):
 
 
 # Families read as "model" parts in a strategy's one-line summary, in this order.
-_MODEL_FAMILIES = ("char_encoder", "encoder", "addons", "head")
+_MODEL_FAMILIES = ("char_encoder", "encoder", "finetune", "pooling", "addons", "head")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from seqeval.metrics import classification_report
 
 from spaces import NER, Offer
 from spaces import Strategy
+from spaces.encoders import WORDS
 from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
@@ -114,6 +115,7 @@ class NamedEntityRecognition(Task):
             Offer(frozenset({GOLD_LOG_PROB}), when=("head", "crf"), why="each sentence's log p(gold tags) under the CRF"),
         ),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+        "encoder": (Offer(frozenset({WORDS}), why="word and character features"),),
     }
     data_spec = NerDataSpec
 

@@ -4,6 +4,7 @@ the regularizers that act in the loop, mixed precision, and the checks around a 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from spaces import Strategy
+from spaces.finetuning import accumulation_steps
 from spaces.optimizers import OPTIMIZERS
 from spaces.regularizers import REGULARIZERS, LoopRegularizer
 from spaces.schedules import SCHEDULES
@@ -69,16 +71,26 @@ def loop_regularizers(strategy: Strategy, model: nn.Module) -> list[LoopRegulari
 class Optimization:
     """The optimizer, the LR schedule, the loop's regularizers and mixed-precision scaling.
 
-    A loop adds `penalty()` to its loss, calls `step(objective)` after each batch and
-    `end_epoch(metric)` after each validation.
+    A loop adds `penalty()` to its loss, calls `step(objective)` after each of the epoch's
+    `batches_per_epoch` batches and `end_epoch(metric)` after each validation. With gradient
+    accumulation (k micro-batches per step, `spaces.finetuning`), `step` sums the gradients of k
+    batches, each weighed 1/k, and updates the weights after the k-th and after the epoch's last
+    batch; the schedule counts updates, not batches. A model that groups its own parameters (one
+    learning rate per layer: `parameter_groups(lr)`) hands the optimizer those groups.
     """
 
-    def __init__(self, strategy: Strategy, model: nn.Module, max_epochs: int, steps_per_epoch: int, precision: Precision, metric_mode: str) -> None:
+    def __init__(self, strategy: Strategy, model: nn.Module, max_epochs: int, batches_per_epoch: int, precision: Precision, metric_mode: str) -> None:
         optimizer_name, optimizer_params = strategy.optimizer
-        self.optimizer = OPTIMIZERS[optimizer_name].build(model.parameters(), **optimizer_params)
+        grouping = getattr(model, "parameter_groups", None)
+        parameters = grouping(optimizer_params["lr"]) if grouping is not None else model.parameters()
+        self.optimizer = OPTIMIZERS[optimizer_name].build(parameters, **optimizer_params)
+        self.accumulation = accumulation_steps(strategy)
+        self.batches_per_epoch = batches_per_epoch
+        self._batch = 0  # batches of this epoch so far
         schedule_name, schedule_params = strategy.schedule
         self.schedule = SCHEDULES[schedule_name].build(
-            self.optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs, mode=metric_mode, **schedule_params,
+            self.optimizer, steps_per_epoch=math.ceil(batches_per_epoch / self.accumulation), max_epochs=max_epochs,
+            mode=metric_mode, **schedule_params,
         )
         self.model = model
         self.precision = precision
@@ -96,8 +108,17 @@ class Optimization:
 
     def step(self, objective: torch.Tensor) -> None:
         scaler = self.precision.scaler
-        self.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(objective).backward()
+        position = self._batch % self.accumulation  # within this update's micro-batches
+        first = self._batch - position
+        group = min(self.accumulation, self.batches_per_epoch - first) if first < self.batches_per_epoch else self.accumulation
+        if position == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(objective / group if group > 1 else objective).backward()
+        self._batch += 1
+        if position + 1 < group:
+            return  # more micro-batches to add before this update
+        if self._batch >= self.batches_per_epoch:
+            self._batch = 0
         if self.unscale:
             scaler.unscale_(self.optimizer)
         for regularizer in self.regularizers:

@@ -18,6 +18,7 @@ import torch
 
 from spaces import READING_COMPREHENSION, Offer
 from spaces import Strategy
+from spaces.encoders import WORDS
 from spaces.loss_terms import PAIRED_ENCODINGS
 from spaces.losses import GOLD_LOG_PROB
 from spaces.regularizers import LOOP, MODEL
@@ -143,6 +144,7 @@ class ReadingComprehension(Task):
         "loss": (Offer(frozenset({GOLD_LOG_PROB}), why="log p(gold start) and log p(gold end) over the context's tokens"),),
         "loss_terms": (Offer(frozenset({PAIRED_ENCODINGS}), why="each question's encoding and its context's"),),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+        "encoder": (Offer(frozenset({WORDS}), why="word and character features"),),
     }
     data_spec = ReadingComprehensionDataSpec
 

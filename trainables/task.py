@@ -81,6 +81,11 @@ class Task:
         """Reads and encodes the dataset once, in the driver; the result is shipped to trials."""
         raise NotImplementedError
 
+    def data_for(self, config: Mapping[str, Any], data: Any) -> Any:
+        """The part of the shipped data a strategy trains on; every method below then gets that.
+        Optional: all of it by default (a task with a pretrained encoder picks that model's sub-words)."""
+        return data
+
     def build(self, strategy: Strategy, data: Any) -> TrialModel:
         """The model and the loss module of one strategy (on the CPU; the runner moves them)."""
         raise NotImplementedError
@@ -112,13 +117,18 @@ class Task:
     @property
     def trainable(self) -> Callable[..., None]:
         """`run_trial` bound to this task: (config, data, settings, report=None) -> None."""
-        from trainables.runner import run_trial
-
-        bound = functools.partial(run_trial, self)
+        bound = functools.partial(_run_trial, self)
         bound.__name__ = f"train_{self.name}"  # Ray names trials and their folders after it
         return bound
 
     def evaluate_checkpoint(self, config: dict[str, Any], data: Any, settings: Any, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
         from trainables.runner import evaluate_checkpoint
 
-        return evaluate_checkpoint(self, config, data, settings, checkpoint_dir, split)
+        return evaluate_checkpoint(self, config, self.data_for(config, data), settings, checkpoint_dir, split)
+
+
+def _run_trial(task: Task, config: dict[str, Any], data: Any, settings: Any, report: Any = None) -> None:
+    """The runner on the data the strategy trains on (`Task.data_for`)."""
+    from trainables.runner import run_trial
+
+    run_trial(task, config, task.data_for(config, data), settings, report)

@@ -1,0 +1,205 @@
+"""Pretrained Hugging Face encoders in a trial: loading, fine-tuning settings, and the classifier.
+
+What a `finetune` strategy (spaces.finetuning) does to a model, for any task:
+- `freeze`: the embeddings and the lower k layers stop training (requires_grad off);
+- `add_lora`: low-rank adapters (peft) in the target modules; every other weight of the encoder
+  body is frozen, the task's head still trains;
+- `parameter_groups`: one learning rate per depth: the top layer (and whatever of the body sits
+  outside the layers, e.g. BERT's pooler) at the optimizer's lr, layer i of L at
+  lr x decay^(L-1-i), the embeddings at lr x decay^L, the task's head at lr x head multiplier.
+
+Weight decay (the `weight_decay` regularizer) already skips biases and LayerNorm weights (every
+parameter with fewer than 2 dimensions). Dropout: with the `dropout` regularizer on, its p replaces
+the model's own hidden and classifier dropout; off, the model keeps its own (0.1 for BERT).
+`transformers` and `peft` are imported only when a trial builds such a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from spaces import Strategy
+from spaces.addons import ADDONS
+from spaces.finetuning import finetuning
+from trainables.data.subwords import PretrainedModel, quiet_transformers
+from trainables.models import TokenDropout
+
+# Config fields that hold dropout probabilities in common encoder families (BERT, RoBERTa,
+# ELECTRA: hidden_dropout_prob, classifier_dropout; DistilBERT: dropout, seq_classif_dropout).
+_DROPOUT_FIELDS = ("hidden_dropout_prob", "classifier_dropout", "dropout", "seq_classif_dropout")
+
+
+def pretrained_config(model: PretrainedModel, strategy: Strategy, **fields: Any) -> Any:
+    """The model's config with `fields` set (labels) and the strategy's dropout, when it has one."""
+    from transformers import AutoConfig
+
+    quiet_transformers()
+    config = AutoConfig.from_pretrained(model.location, **fields)
+    dropout = strategy.regularizer("dropout", "p", off=None)
+    if dropout is not None:
+        for name in _DROPOUT_FIELDS:
+            if hasattr(config, name):
+                setattr(config, name, dropout)
+    return config
+
+
+def model_dropout(config: Any) -> float:
+    """The dropout the model itself applies to its hidden states (for a head of ours)."""
+    for name in _DROPOUT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, float):
+            return value
+    return 0.1
+
+
+def encoder_layers(body: nn.Module) -> tuple[nn.Module | None, nn.ModuleList]:
+    """The body's embeddings module (None if it has none by that name) and its list of layers."""
+    count = body.config.num_hidden_layers
+    layers = next((m for m in body.modules() if isinstance(m, nn.ModuleList) and len(m) == count), None)
+    if layers is None:
+        raise ValueError(f"cannot find the {count} layers of {type(body).__name__}; layer-wise settings need them as one nn.ModuleList")
+    return getattr(body, "embeddings", None), layers
+
+
+def freeze(body: nn.Module, *, embeddings: bool, layers: int) -> None:
+    """Stops training the embeddings (if `embeddings`) and the lowest `layers` layers."""
+    embedding_module, layer_list = encoder_layers(body)
+    if layers > len(layer_list):
+        raise ValueError(f"finetune freeze_layers={layers}, but {type(body).__name__} has {len(layer_list)} layers; lower it")
+    frozen = [*layer_list[:layers], *([embedding_module] if embeddings and embedding_module is not None else [])]
+    for module in frozen:
+        module.requires_grad_(False)
+
+
+def add_lora(body: nn.Module, *, rank: int, alpha: int, dropout: float, target_modules: str) -> None:
+    """LoRA adapters in `body`'s target modules (in place); the rest of the body is frozen."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets: str | list[str] = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    try:
+        inject_adapter_in_model(config, body)
+    except ValueError as error:  # peft names the modules it did not find
+        raise ValueError(f"finetune lora target_modules={target_modules!r} does not fit {type(body).__name__}: {error}") from None
+    for name, parameter in body.named_parameters():
+        parameter.requires_grad_("lora_" in name)
+
+
+def parameter_groups(model: nn.Module, body: nn.Module, lr: float, *, layer_decay: float = 1.0, head_lr_multiplier: float = 1.0) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups, one per learning rate (see the module docstring); frozen
+    parameters are left out. The group at `lr` itself comes first (the lr the runner reports)."""
+    embedding_module, layers = encoder_layers(body)
+    factor: dict[int, float] = {}
+    for index, layer in enumerate(layers):
+        factor.update(dict.fromkeys((id(p) for p in layer.parameters()), layer_decay ** (len(layers) - 1 - index)))
+    if embedding_module is not None:
+        factor.update(dict.fromkeys((id(p) for p in embedding_module.parameters()), layer_decay ** len(layers)))
+    in_body = {id(p) for p in body.parameters()}
+    grouped: dict[float, list[nn.Parameter]] = {}
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            scale = factor.get(id(parameter), 1.0) if id(parameter) in in_body else head_lr_multiplier
+            grouped.setdefault(scale, []).append(parameter)
+    scales = sorted(grouped, key=lambda scale: (scale != 1.0, -scale))
+    return [{"params": grouped[scale], "lr": lr * scale} for scale in scales]
+
+
+def apply_finetuning(strategy: Strategy, body: nn.Module) -> dict[str, float]:
+    """Freezing or LoRA, as the strategy says; returns the learning-rate settings for
+    `parameter_groups` (layer_decay, head_lr_multiplier)."""
+    name, params = finetuning(strategy)
+    if name == "lora":
+        add_lora(body, rank=params["rank"], alpha=params["alpha"], dropout=params["dropout"], target_modules=params["target_modules"])
+        return {"head_lr_multiplier": params["head_lr_multiplier"]}
+    freeze(body, embeddings=params.get("freeze_embeddings", False), layers=params.get("freeze_layers", 0))
+    return {"layer_decay": params.get("layer_decay", 1.0), "head_lr_multiplier": params.get("head_lr_multiplier", 1.0)}
+
+
+class FineTuned(nn.Module):
+    """A task model around a pretrained body: the strategy's learning-rate settings and embedding
+    dropout on the body's input embeddings. Subclasses hold the body and the task's head."""
+
+    def __init__(self, lr_settings: dict[str, float], embedding_dropout: float) -> None:
+        super().__init__()
+        self.lr_settings = lr_settings
+        self.embedding_dropout = TokenDropout(embedding_dropout)
+
+    def encoder_body(self) -> nn.Module:
+        """The pretrained encoder body (embeddings and layers), wherever the subclass keeps it."""
+        raise NotImplementedError
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """What `trainables.optimization.Optimization` hands the optimizer."""
+        return parameter_groups(self, self.encoder_body(), lr, **self.lr_settings)
+
+    def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Keyword arguments for the body: input ids, or embeddings with whole tokens dropped."""
+        inputs = {"attention_mask": mask.long(), **extra}
+        if self.training and self.embedding_dropout.p:
+            inputs["inputs_embeds"] = self.embedding_dropout(self.encoder_body().get_input_embeddings()(ids))
+        else:
+            inputs["input_ids"] = ids
+        return inputs
+
+
+class SequenceClassifier(FineTuned):
+    """Text classification with a pretrained encoder.
+
+    pooling `first` without add-ons: the model's own `AutoModelForSequenceClassification` (its
+    head over the first token: BERT's pooler and linear layer), exactly what `from_pretrained`
+    loads back. Otherwise the body's last hidden states go through the add-ons, are pooled (first
+    token or the mean over real tokens), and a dropout and linear head of ours score them.
+    """
+
+    def __init__(self, network: nn.Module, own_head: bool, lr_settings: dict[str, float], embedding_dropout: float,
+                 addons: list[nn.Module], pooling: str, dropout: float, num_classes: int) -> None:
+        super().__init__(lr_settings, embedding_dropout)
+        self.own_head = own_head
+        self.network = network  # the body, under a head of ours; else the whole HF classifier
+        self.pooling = pooling
+        self.addons = nn.ModuleList(addons)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(network.config.hidden_size, num_classes) if own_head else None
+
+    def encoder_body(self) -> nn.Module:
+        return self.network if self.own_head else self.network.base_model
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        inputs = self.body_inputs(ids, mask)
+        if not self.own_head:
+            return self.network(**inputs).logits
+        hidden = self.network(**inputs).last_hidden_state
+        for addon in self.addons:
+            hidden = addon(hidden, mask)
+        if self.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        else:
+            pooled = hidden[:, 0]
+        return self.classifier(self.dropout(pooled))
+
+
+def build_sequence_classifier(strategy: Strategy, model: PretrainedModel, labels: list[str]) -> SequenceClassifier:
+    """The strategy's classifier over `model`, with label names in its config."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    config = pretrained_config(model, strategy, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    pooling = strategy.choices.get("pooling", ("first", {}))[0]
+    addon_names = [name for name in ADDONS.names() if name in strategy.addons]
+    dropout = strategy.regularizer("dropout", "p", off=None)
+    dropout = model_dropout(config) if dropout is None else dropout
+    own_head = pooling != "first" or bool(addon_names)
+    if own_head:
+        network = body = AutoModel.from_pretrained(model.location, config=config)
+        if getattr(body, "pooler", None) is not None:
+            body.pooler = None  # BERT-family bodies would compute a pooled output no head of ours reads
+    else:
+        network = AutoModelForSequenceClassification.from_pretrained(model.location, config=config)
+        body = network.base_model
+    addons = [ADDONS[name].build(config.hidden_size, dropout=dropout, **strategy.addons[name]) for name in addon_names]
+    lr_settings = apply_finetuning(strategy, body)
+    embedding_dropout = strategy.regularizer("embedding_dropout", "p")
+    return SequenceClassifier(network, own_head, lr_settings, embedding_dropout, addons, pooling, dropout, len(labels))

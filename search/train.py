@@ -5,7 +5,9 @@ The config comes from a file (`search export --format yaml|json`) or as flags
 `--set KEY=VALUE` per config value, keys named as Optuna names the parameters: `loss/focal/gamma`).
 
 Writes to the output folder: `model.pt` (weights), `vocab.json` (vocabulary and label maps),
-`metrics.json` (dev metrics per epoch, final dev and test metrics) and `config.yaml` (what ran).
+`metrics.json` (dev metrics per epoch, final dev and test metrics) and `config.yaml` (what ran);
+for a strategy with a pretrained encoder also `hf/`, a Hugging Face model folder
+(`trainables.pretrained_folder`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ def train_document(
     if getattr(data, "test", None) is not None:
         result["test"] = task.evaluate_checkpoint(document["config"], data, settings, str(out), "test")
         log(f"test: {document['metric']} {result['test'][document['metric']]:.4f}")
+    pretrained = task.save_pretrained(document["config"], data, str(out), str(out / "hf"))
+    if pretrained:
+        log(f"hugging face folder: {pretrained}")
     (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     (out / "vocab.json").write_text(json.dumps(_vocabularies(data)), encoding="utf-8")
     (out / "config.yaml").write_text(yaml.safe_dump({**document, "max_epochs": epochs}, sort_keys=False), encoding="utf-8")

@@ -105,6 +105,12 @@ class Task:
         """The strategy's loss of a batch, mean per example (per token for sequences)."""
         raise NotImplementedError
 
+    def save_pretrained(self, config: dict[str, Any], data: Any, checkpoint_dir: str, out_dir: str) -> str | None:
+        """Writes a trained strategy with a pretrained encoder (its saved state in `checkpoint_dir`)
+        as a Hugging Face model folder at `out_dir` (`search train`); returns a line saying what
+        it wrote, or None for a strategy without one. Optional: None by default."""
+        return None
+
     def paired_encodings(self, outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(anchors, positives, groups) for contrastive loss terms, in tasks that offer them."""
         raise NotImplementedError(f"task {self.name} offers no paired encodings to loss terms")

@@ -136,6 +136,19 @@ class TextClassification(Task):
     def loss(self, trial: TrialModel, outputs: torch.Tensor, batch: TextBatch) -> torch.Tensor:
         return trial.loss(outputs, batch.labels)
 
+    def save_pretrained(self, config: dict[str, Any], data: TextClassificationData, checkpoint_dir: str, out_dir: str) -> str | None:
+        encoded = self.data_for(config, data)
+        if not isinstance(encoded, SubwordClassificationData):
+            return None
+        from trainables.pretrained_folder import save_folder
+        from trainables.runner import load_state
+
+        strategy = Strategy.from_config(config)
+        model = self.build(strategy, encoded).model
+        model.load_state_dict(load_state(checkpoint_dir)["model"])
+        head = {"pooling": model.pooling, "addons": {name: strategy.addons[name] for name in strategy.addons}} if model.own_head else None
+        return save_folder(model, encoded.model.location, encoded.model.name, out_dir, head)
+
     def evaluate(self, trial: TrialModel, data: TextClassificationData | SubwordClassificationData, split: str, precision: Any) -> dict[str, float]:
         encoded = getattr(data, split)
         in_batches = subword_batches(encoded, data.model.pad_id, 64) if isinstance(data, SubwordClassificationData) else None

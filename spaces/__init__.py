@@ -55,6 +55,7 @@ TEXT_CLASSIFICATION = {
 NER = {
     "char_encoder": CHAR_ENCODERS,
     "encoder": ENCODERS,
+    "finetune": FINETUNE,
     "addons": ADDONS,
     "head": HEADS,
     "loss": LOSSES,

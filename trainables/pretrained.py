@@ -203,3 +203,69 @@ def build_sequence_classifier(strategy: Strategy, model: PretrainedModel, labels
     lr_settings = apply_finetuning(strategy, body)
     embedding_dropout = strategy.regularizer("embedding_dropout", "p")
     return SequenceClassifier(network, own_head, lr_settings, embedding_dropout, addons, pooling, dropout, len(labels))
+
+
+class TokenTagger(FineTuned):
+    """NER with a pretrained encoder: scores per sub-token, read at each word's first sub-token
+    (`positions`), so the heads (softmax, or a CRF over words) work on words as the BiLSTM tagger's do.
+
+    Without add-ons the scores come from the model's own `AutoModelForTokenClassification` (the
+    body, dropout and a linear layer); with add-ons, from the body's last hidden states through
+    them, a dropout and a linear layer of ours.
+    """
+
+    def __init__(self, network: nn.Module, own_head: bool, lr_settings: dict[str, float], embedding_dropout: float,
+                 addons: list[nn.Module], dropout: float, num_tags: int, crf: nn.Module | None) -> None:
+        super().__init__(lr_settings, embedding_dropout)
+        self.own_head = own_head
+        self.network = network
+        self.addons = nn.ModuleList(addons)
+        self.dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(network.config.hidden_size, num_tags) if own_head else None
+        self.crf = crf
+
+    def encoder_body(self) -> nn.Module:
+        return self.network if self.own_head else self.network.base_model
+
+    def forward(self, ids: torch.Tensor, subword_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Word emissions [B, W, K] at the first sub-token `positions` [B, W]."""
+        inputs = self.body_inputs(ids, subword_mask)
+        if self.own_head:
+            hidden = self.network(**inputs).last_hidden_state
+            for addon in self.addons:
+                hidden = addon(hidden, subword_mask)
+            scores = self.projection(self.dropout(hidden))
+        else:
+            scores = self.network(**inputs).logits
+        return scores.gather(1, positions.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
+
+    @torch.no_grad()
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Best tag ids [B, W]: constrained Viterbi under a CRF, per-word argmax otherwise."""
+        if self.crf is not None:
+            return self.crf.decode(emissions, mask)
+        return emissions.argmax(dim=-1).masked_fill(~mask, 0)
+
+
+def build_token_tagger(strategy: Strategy, model: PretrainedModel, tags: list[str], scheme: str) -> TokenTagger:
+    """The strategy's tagger over `model`, tag names in its config, a CRF when the head is `crf`."""
+    from transformers import AutoModel, AutoModelForTokenClassification
+
+    from trainables.crf import CRF, transition_constraints
+
+    config = pretrained_config(model, strategy, num_labels=len(tags), id2label=dict(enumerate(tags)), label2id={tag: i for i, tag in enumerate(tags)})
+    addon_names = [name for name in ADDONS.names() if name in strategy.addons]
+    dropout = strategy.regularizer("dropout", "p", off=None)
+    dropout = model_dropout(config) if dropout is None else dropout
+    own_head = bool(addon_names)
+    if own_head:
+        network = body = AutoModel.from_pretrained(model.location, config=config)
+        if getattr(body, "pooler", None) is not None:
+            body.pooler = None  # BERT-family bodies would compute a pooled output no tagger reads
+    else:
+        network = AutoModelForTokenClassification.from_pretrained(model.location, config=config)
+        body = network.base_model
+    addons = [ADDONS[name].build(config.hidden_size, dropout=dropout, **strategy.addons[name]) for name in addon_names]
+    crf = CRF(len(tags), transition_constraints(tags, scheme)) if strategy.choice("head")[0] == "crf" else None
+    lr_settings = apply_finetuning(strategy, body)
+    return TokenTagger(network, own_head, lr_settings, strategy.regularizer("embedding_dropout", "p"), addons, dropout, len(tags), crf)

@@ -6,12 +6,13 @@ the weights they adapt (W + B A x alpha / r), so the folder is a plain model: no
 load it, and it predicts exactly as the trained strategy did.
 
 What the folder's class is:
-- a model that is the architecture's own task model (text classification with `pooling: first`
-  and no add-ons): that class (`AutoModelForSequenceClassification` loads it whole);
-- a model with a head of ours (mean pooling, add-ons): the encoder body (`AutoModel` loads it),
-  with the head's weights in `head.safetensors` and what it does in `head.json`; no Hugging Face
-  class has that head, so `AutoModelFor...` would start a fresh one: this is said in `head.json`
-  and in the note `search train` prints.
+- where the strategy's model is the architecture's own task model (text classification with
+  `pooling: first` and no add-ons; NER without add-ons), that class: `AutoModelForSequenceClassification`
+  / `AutoModelForTokenClassification` loads it whole;
+- otherwise the encoder body (`AutoModel` loads it);
+and whatever of the strategy has no Hugging Face class (a head of ours, add-ons, a CRF's
+transitions) is in `head.safetensors`, described in `head.json`, and said in the note
+`search train` prints.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from trainables.data.subwords import load_tokenizer
+from trainables.data.subwords import PretrainedModel, load_tokenizer
 
 
 def merge_lora(body: nn.Module) -> int:
@@ -40,12 +41,13 @@ def merge_lora(body: nn.Module) -> int:
     return merged
 
 
-def save_folder(model: nn.Module, location: str, model_name: str, out_dir: str | Path, describe_head: dict[str, Any] | None = None) -> str:
+def save_folder(model: nn.Module, pretrained: PretrainedModel, out_dir: str | Path, auto_class: str, ours: dict[str, Any]) -> str:
     """Writes `model` (a `trainables.pretrained.FineTuned`) as a Hugging Face folder at `out_dir`;
     returns one line saying what it holds and how to load it.
 
-    `describe_head`: for a model with a head of ours, what the head does (pooling, add-ons); its
-    weights (every parameter outside the encoder body) go to head.safetensors.
+    `model.network` (the architecture's task model, or the bare encoder body under a head of ours)
+    is saved with `save_pretrained`; any weight outside it (add-ons, our head, a CRF) goes to
+    head.safetensors, with `ours` (what those parts do) and a note in head.json.
     """
     from safetensors.torch import save_file
 
@@ -53,16 +55,17 @@ def save_folder(model: nn.Module, location: str, model_name: str, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     body = model.encoder_body()
     merged = merge_lora(body)
-    lora_note = f"; LoRA merged into {merged} layers" if merged else ""
-    load_tokenizer(model_name, location).save_pretrained(out)
-    if describe_head is None:
-        model.network.save_pretrained(out)
-        return f"{out}: {type(model.network).__name__} (AutoModelForSequenceClassification.from_pretrained){lora_note}"
-    body.save_pretrained(out)
-    in_body = {id(p) for p in body.parameters()}
-    head = {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if id(p) not in in_body}
-    save_file(head, str(out / "head.safetensors"))
-    note = (f"{type(body).__name__} encoder only (AutoModel.from_pretrained); the head of this strategy has no "
-            "Hugging Face class, its weights are in head.safetensors")
-    (out / "head.json").write_text(json.dumps({**describe_head, "weights": "head.safetensors", "note": note}, indent=2), encoding="utf-8")
-    return f"{out}: {note}{lora_note}"
+    load_tokenizer(pretrained.name, pretrained.location).save_pretrained(out)
+    network = model.network
+    network.save_pretrained(out)
+    loads = "AutoModel" if network is body else auto_class
+    line = f"{out}: {type(network).__name__} ({loads}.from_pretrained)" + (f"; LoRA merged into {merged} layers" if merged else "")
+    in_network = {id(p) for p in network.parameters()}
+    rest = {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if id(p) not in in_network}
+    if not rest:
+        return line
+    save_file(rest, str(out / "head.safetensors"))
+    what = ", ".join(f"{key} {value}" for key, value in ours.items())
+    note = f"this strategy's {what} has no Hugging Face class: its weights are in head.safetensors"
+    (out / "head.json").write_text(json.dumps({**ours, "weights": "head.safetensors", "loads_with": f"{loads}.from_pretrained", "note": note}, indent=2), encoding="utf-8")
+    return f"{line}; {note}"

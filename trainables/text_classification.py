@@ -146,8 +146,8 @@ class TextClassification(Task):
         strategy = Strategy.from_config(config)
         model = self.build(strategy, encoded).model
         model.load_state_dict(load_state(checkpoint_dir)["model"])
-        head = {"pooling": model.pooling, "addons": {name: strategy.addons[name] for name in strategy.addons}} if model.own_head else None
-        return save_folder(model, encoded.model.location, encoded.model.name, out_dir, head)
+        ours = {"pooling": model.pooling, "addons": dict(strategy.addons)} if model.own_head else {}
+        return save_folder(model, encoded.model, out_dir, "AutoModelForSequenceClassification", ours)
 
     def evaluate(self, trial: TrialModel, data: TextClassificationData | SubwordClassificationData, split: str, precision: Any) -> dict[str, float]:
         encoded = getattr(data, split)

@@ -74,7 +74,16 @@ def test_fine_tuning_ranges_are_checked_against_their_limits(override: dict, fra
         build_space(spec, TEXT_CLASSIFICATION)
 
 
-@pytest.mark.parametrize("task", ["ner", "reading_comprehension"])
+def test_ner_refuses_character_encoders_beside_the_transformer() -> None:
+    adapter = get_task("ner")
+    with pytest.raises(SpaceError, match="'cnn' cannot be used by task ner with encoder 'transformer'"):
+        build_space({"encoder": "transformer", "char_encoder": ["cnn", "none"]}, adapter.registries, offers=adapter.offers, task="ner")
+    space = build_space({"encoder": "transformer"}, adapter.registries, offers=adapter.offers, task="ner")
+    assert space.families["char_encoder"].candidates == ("none",)  # omitted: only what works
+    assert "finetune" in space.families
+
+
+@pytest.mark.parametrize("task", ["reading_comprehension"])
 def test_tasks_without_sub_words_refuse_the_transformer_with_the_reason(task: str) -> None:
     adapter = get_task(task)
     with pytest.raises(SpaceError, match="'transformer' cannot be used by task"):

@@ -70,6 +70,7 @@ NER = {
 READING_COMPREHENSION = {
     "char_encoder": CHAR_ENCODERS,
     "encoder": ENCODERS,
+    "finetune": FINETUNE,
     "addons": ADDONS,
     "loss": LOSSES,
     "loss_terms": LOSS_TERMS,

@@ -16,6 +16,7 @@ the model's own hidden and classifier dropout; off, the model keeps its own (0.1
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -118,31 +119,84 @@ def apply_finetuning(strategy: Strategy, body: nn.Module) -> dict[str, float]:
     return {"layer_decay": params.get("layer_decay", 1.0), "head_lr_multiplier": params.get("head_lr_multiplier", 1.0)}
 
 
-class FineTuned(nn.Module):
-    """A task model around a pretrained body: the strategy's learning-rate settings and embedding
-    dropout on the body's input embeddings. Subclasses hold the body and the task's head."""
+@dataclass
+class PretrainedParts:
+    """What a task model around a pretrained body is made of (`pretrained_parts`)."""
 
-    def __init__(self, lr_settings: dict[str, float], embedding_dropout: float) -> None:
+    network: nn.Module  # the architecture's task model, or the bare body under a head of ours
+    own_head: bool
+    addons: list[nn.Module]
+    dropout: float
+    lr_settings: dict[str, float]  # for `parameter_groups`: layer_decay, head_lr_multiplier
+    embedding_dropout: float
+
+
+def pretrained_parts(strategy: Strategy, model: PretrainedModel, task_class: str, own_head: bool, **config_fields: Any) -> PretrainedParts:
+    """The model loaded as `task_class` (e.g. AutoModelForTokenClassification), or as the bare
+    body (AutoModel) when the strategy needs a head of ours (`own_head`); the strategy's add-ons,
+    dropout, and freezing or LoRA applied to the body."""
+    import transformers
+
+    config = pretrained_config(model, strategy, **config_fields)
+    dropout = strategy.regularizer("dropout", "p", off=None)
+    dropout = model_dropout(config) if dropout is None else dropout
+    if own_head:
+        network = body = transformers.AutoModel.from_pretrained(model.location, config=config)
+        if getattr(body, "pooler", None) is not None:
+            body.pooler = None  # BERT-family bodies would compute a pooled output no head of ours reads
+    else:
+        network = getattr(transformers, task_class).from_pretrained(model.location, config=config)
+        body = network.base_model
+    addons = [ADDONS[name].build(config.hidden_size, dropout=dropout, **strategy.addons[name]) for name in addon_names(strategy)]
+    return PretrainedParts(network, own_head, addons, dropout, apply_finetuning(strategy, body), strategy.regularizer("embedding_dropout", "p"))
+
+
+def addon_names(strategy: Strategy) -> list[str]:
+    """The strategy's add-ons in registry order (a given set always builds the same model)."""
+    return [name for name in ADDONS.names() if name in strategy.addons]
+
+
+class FineTuned(nn.Module):
+    """A task model around a pretrained body: the network, the add-ons and dropout of a head of
+    ours, the strategy's learning-rate settings and embedding dropout on the body's input
+    embeddings. Subclasses add the task's head and `forward`."""
+
+    def __init__(self, parts: PretrainedParts) -> None:
         super().__init__()
-        self.lr_settings = lr_settings
-        self.embedding_dropout = TokenDropout(embedding_dropout)
+        self.network = parts.network
+        self.own_head = parts.own_head
+        self.addons = nn.ModuleList(parts.addons)
+        self.dropout = nn.Dropout(parts.dropout)
+        self.lr_settings = parts.lr_settings
+        self.embedding_dropout = TokenDropout(parts.embedding_dropout)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.network.config.hidden_size
 
     def encoder_body(self) -> nn.Module:
-        """The pretrained encoder body (embeddings and layers), wherever the subclass keeps it."""
-        raise NotImplementedError
+        """The pretrained encoder body (embeddings and layers)."""
+        return self.network if self.own_head else self.network.base_model
 
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
         """What `trainables.optimization.Optimization` hands the optimizer."""
         return parameter_groups(self, self.encoder_body(), lr, **self.lr_settings)
 
     def body_inputs(self, ids: torch.Tensor, mask: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Keyword arguments for the body: input ids, or embeddings with whole tokens dropped."""
+        """Keyword arguments for the network: input ids, or embeddings with whole tokens dropped."""
         inputs = {"attention_mask": mask.long(), **extra}
         if self.training and self.embedding_dropout.p:
             inputs["inputs_embeds"] = self.embedding_dropout(self.encoder_body().get_input_embeddings()(ids))
         else:
             inputs["input_ids"] = ids
         return inputs
+
+    def hidden_states(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Under a head of ours: the body's last hidden states through the add-ons, [B, S, H]."""
+        hidden = self.network(**inputs).last_hidden_state
+        for addon in self.addons:
+            hidden = addon(hidden, mask)
+        return hidden
 
 
 class SequenceClassifier(FineTuned):
@@ -154,26 +208,16 @@ class SequenceClassifier(FineTuned):
     token or the mean over real tokens), and a dropout and linear head of ours score them.
     """
 
-    def __init__(self, network: nn.Module, own_head: bool, lr_settings: dict[str, float], embedding_dropout: float,
-                 addons: list[nn.Module], pooling: str, dropout: float, num_classes: int) -> None:
-        super().__init__(lr_settings, embedding_dropout)
-        self.own_head = own_head
-        self.network = network  # the body, under a head of ours; else the whole HF classifier
+    def __init__(self, parts: PretrainedParts, pooling: str, num_classes: int) -> None:
+        super().__init__(parts)
         self.pooling = pooling
-        self.addons = nn.ModuleList(addons)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(network.config.hidden_size, num_classes) if own_head else None
-
-    def encoder_body(self) -> nn.Module:
-        return self.network if self.own_head else self.network.base_model
+        self.classifier = nn.Linear(self.hidden_size, num_classes) if self.own_head else None
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         inputs = self.body_inputs(ids, mask)
         if not self.own_head:
             return self.network(**inputs).logits
-        hidden = self.network(**inputs).last_hidden_state
-        for addon in self.addons:
-            hidden = addon(hidden, mask)
+        hidden = self.hidden_states(inputs, mask)
         if self.pooling == "mean":
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
@@ -184,25 +228,15 @@ class SequenceClassifier(FineTuned):
 
 def build_sequence_classifier(strategy: Strategy, model: PretrainedModel, labels: list[str]) -> SequenceClassifier:
     """The strategy's classifier over `model`, with label names in its config."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    config = pretrained_config(model, strategy, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
     pooling = strategy.choices.get("pooling", ("first", {}))[0]
-    addon_names = [name for name in ADDONS.names() if name in strategy.addons]
-    dropout = strategy.regularizer("dropout", "p", off=None)
-    dropout = model_dropout(config) if dropout is None else dropout
-    own_head = pooling != "first" or bool(addon_names)
-    if own_head:
-        network = body = AutoModel.from_pretrained(model.location, config=config)
-        if getattr(body, "pooler", None) is not None:
-            body.pooler = None  # BERT-family bodies would compute a pooled output no head of ours reads
-    else:
-        network = AutoModelForSequenceClassification.from_pretrained(model.location, config=config)
-        body = network.base_model
-    addons = [ADDONS[name].build(config.hidden_size, dropout=dropout, **strategy.addons[name]) for name in addon_names]
-    lr_settings = apply_finetuning(strategy, body)
-    embedding_dropout = strategy.regularizer("embedding_dropout", "p")
-    return SequenceClassifier(network, own_head, lr_settings, embedding_dropout, addons, pooling, dropout, len(labels))
+    parts = pretrained_parts(strategy, model, "AutoModelForSequenceClassification", own_head=pooling != "first" or bool(addon_names(strategy)),
+                             **_label_fields(labels))
+    return SequenceClassifier(parts, pooling, len(labels))
+
+
+def _label_fields(labels: list[str]) -> dict[str, Any]:
+    """Config fields that name the labels (the exported folder carries them)."""
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 class TokenTagger(FineTuned):
@@ -214,27 +248,16 @@ class TokenTagger(FineTuned):
     them, a dropout and a linear layer of ours.
     """
 
-    def __init__(self, network: nn.Module, own_head: bool, lr_settings: dict[str, float], embedding_dropout: float,
-                 addons: list[nn.Module], dropout: float, num_tags: int, crf: nn.Module | None) -> None:
-        super().__init__(lr_settings, embedding_dropout)
-        self.own_head = own_head
-        self.network = network
-        self.addons = nn.ModuleList(addons)
-        self.dropout = nn.Dropout(dropout)
-        self.projection = nn.Linear(network.config.hidden_size, num_tags) if own_head else None
+    def __init__(self, parts: PretrainedParts, num_tags: int, crf: nn.Module | None) -> None:
+        super().__init__(parts)
+        self.projection = nn.Linear(self.hidden_size, num_tags) if self.own_head else None
         self.crf = crf
-
-    def encoder_body(self) -> nn.Module:
-        return self.network if self.own_head else self.network.base_model
 
     def forward(self, ids: torch.Tensor, subword_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Word emissions [B, W, K] at the first sub-token `positions` [B, W]."""
         inputs = self.body_inputs(ids, subword_mask)
         if self.own_head:
-            hidden = self.network(**inputs).last_hidden_state
-            for addon in self.addons:
-                hidden = addon(hidden, subword_mask)
-            scores = self.projection(self.dropout(hidden))
+            scores = self.projection(self.dropout(self.hidden_states(inputs, subword_mask)))
         else:
             scores = self.network(**inputs).logits
         return scores.gather(1, positions.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
@@ -249,23 +272,33 @@ class TokenTagger(FineTuned):
 
 def build_token_tagger(strategy: Strategy, model: PretrainedModel, tags: list[str], scheme: str) -> TokenTagger:
     """The strategy's tagger over `model`, tag names in its config, a CRF when the head is `crf`."""
-    from transformers import AutoModel, AutoModelForTokenClassification
-
     from trainables.crf import CRF, transition_constraints
 
-    config = pretrained_config(model, strategy, num_labels=len(tags), id2label=dict(enumerate(tags)), label2id={tag: i for i, tag in enumerate(tags)})
-    addon_names = [name for name in ADDONS.names() if name in strategy.addons]
-    dropout = strategy.regularizer("dropout", "p", off=None)
-    dropout = model_dropout(config) if dropout is None else dropout
-    own_head = bool(addon_names)
-    if own_head:
-        network = body = AutoModel.from_pretrained(model.location, config=config)
-        if getattr(body, "pooler", None) is not None:
-            body.pooler = None  # BERT-family bodies would compute a pooled output no tagger reads
-    else:
-        network = AutoModelForTokenClassification.from_pretrained(model.location, config=config)
-        body = network.base_model
-    addons = [ADDONS[name].build(config.hidden_size, dropout=dropout, **strategy.addons[name]) for name in addon_names]
+    parts = pretrained_parts(strategy, model, "AutoModelForTokenClassification", own_head=bool(addon_names(strategy)), **_label_fields(tags))
     crf = CRF(len(tags), transition_constraints(tags, scheme)) if strategy.choice("head")[0] == "crf" else None
-    lr_settings = apply_finetuning(strategy, body)
-    return TokenTagger(network, own_head, lr_settings, strategy.regularizer("embedding_dropout", "p"), addons, dropout, len(tags), crf)
+    return TokenTagger(parts, len(tags), crf)
+
+
+class SpanExtractor(FineTuned):
+    """Reading comprehension with a pretrained encoder: a start and an end score per sub-word of
+    a question + context window. Without add-ons the model's own `AutoModelForQuestionAnswering`
+    (the body and a linear layer to two scores); with add-ons, the body's last hidden states
+    through them, a dropout and a linear layer of ours."""
+
+    def __init__(self, parts: PretrainedParts) -> None:
+        super().__init__(parts)
+        self.span_scores = nn.Linear(self.hidden_size, 2) if self.own_head else None
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start scores, end scores), each [B, S]."""
+        inputs = self.body_inputs(ids, mask, **({"token_type_ids": types} if types is not None else {}))
+        if not self.own_head:
+            outputs = self.network(**inputs)
+            return outputs.start_logits, outputs.end_logits
+        start, end = self.span_scores(self.dropout(self.hidden_states(inputs, mask))).unbind(dim=-1)
+        return start, end
+
+
+def build_span_extractor(strategy: Strategy, model: PretrainedModel) -> SpanExtractor:
+    """The strategy's span extractor over `model`."""
+    return SpanExtractor(pretrained_parts(strategy, model, "AutoModelForQuestionAnswering", own_head=bool(addon_names(strategy))))

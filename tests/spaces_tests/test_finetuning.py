@@ -83,8 +83,12 @@ def test_ner_refuses_character_encoders_beside_the_transformer() -> None:
     assert "finetune" in space.families
 
 
-@pytest.mark.parametrize("task", ["reading_comprehension"])
-def test_tasks_without_sub_words_refuse_the_transformer_with_the_reason(task: str) -> None:
-    adapter = get_task(task)
-    with pytest.raises(SpaceError, match="'transformer' cannot be used by task"):
-        build_space({"encoder": "transformer"}, adapter.registries, offers=adapter.offers, task=task)
+def test_reading_comprehension_refuses_loss_terms_and_character_encoders_beside_the_transformer() -> None:
+    adapter = get_task("reading_comprehension")
+    with pytest.raises(SpaceError, match="'infonce' cannot be used by task reading_comprehension with encoder 'transformer'"):
+        build_space({"encoder": "transformer", "loss_terms": ["infonce"]}, adapter.registries, offers=adapter.offers, task=adapter.name)
+    space = build_space({"encoder": "transformer"}, adapter.registries, offers=adapter.offers, task=adapter.name)
+    assert space.families["loss_terms"].candidates == () and space.families["char_encoder"].candidates == ("none",)
+    # a from-scratch BiDAF study is untouched
+    bidaf = build_space({"encoder": "bilstm"}, adapter.registries, offers=adapter.offers, task=adapter.name)
+    assert bidaf.families["loss_terms"].candidates == ("infonce",) and "finetune" not in bidaf.families

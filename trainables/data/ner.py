@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from trainables.data.common import (
 from trainables.data.conll import ConllSource, ner_features, read_conll_split
 from trainables.data.section import Section, check_choice, check_minimum, check_sources, check_split_names
 from trainables.data.subword_tags import SubwordNerData, encode_tagging
+from trainables.data.subwords import add_subwords
 from trainables.data.tag_schemes import SCHEMES, TARGET_SCHEMES, TagError, convert_scheme, parse_tag, tag_order_key
 
 datasets = lazy_import("datasets")
@@ -459,10 +460,4 @@ def load_ner(spec: NerDataSpec, data_root: str | os.PathLike | None = None, seed
     """
     splits, source = load_ner_splits(spec, data_root, seed)
     data = encode_ner(splits, spec, source)
-    if not spec.pretrained:
-        return data
-    subwords, notes = {}, []
-    for model in spec.pretrained:
-        subwords[model], note = encode_tagging(splits, data, model, data_root, spec.subword_max_length)
-        notes.append(note)
-    return replace(data, subwords=subwords, source="; ".join([data.source, *notes]))
+    return add_subwords(data, spec.pretrained, lambda model: encode_tagging(splits, data, model, data_root, spec.subword_max_length))

@@ -69,6 +69,16 @@ def with_pretrained(spec: Any, models: Sequence[str], field: str = "space.encode
     return replace(spec, pretrained=tuple(dict.fromkeys(models)))
 
 
+def add_subwords(data: Any, models: Sequence[str], encode: Callable[[str], tuple[Any, str]]) -> Any:
+    """`data` (a frozen dataclass with `subwords` and `source`) with one sub-word encoding per
+    model, `encode(model) -> (encoding, note)`, and the notes added to its source line."""
+    if not models:
+        return data
+    encoded = {model: encode(model) for model in models}
+    notes = [note for _, note in encoded.values()]
+    return replace(data, subwords={model: encoding for model, (encoding, _) in encoded.items()}, source="; ".join([data.source, *notes]))
+
+
 @dataclass(frozen=True)
 class PretrainedModel:
     """What a trial needs to load the model a strategy fine-tunes.

@@ -19,7 +19,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ from trainables.data.section import (
     check_sources,
     check_split_names,
 )
-from trainables.data.subwords import SubwordClassificationData, encode_classification
+from trainables.data.subwords import SubwordClassificationData, add_subwords, encode_classification
 from trainables.data.text_files import LOCAL_FORMATS, missing_label_rows, normalize_columns, read_text_files
 
 datasets = lazy_import("datasets")
@@ -458,10 +458,4 @@ def load_text_classification(
     """
     splits, source = load_splits(spec, data_root, seed)
     data = encode(splits, spec, source)
-    if not spec.pretrained:
-        return data
-    subwords, notes = {}, []
-    for model in spec.pretrained:
-        subwords[model], note = encode_classification(splits, data.labels, model, data_root, spec.subword_max_length)
-        notes.append(note)
-    return replace(data, subwords=subwords, source="; ".join([data.source, *notes]))
+    return add_subwords(data, spec.pretrained, lambda model: encode_classification(splits, data.labels, model, data_root, spec.subword_max_length))

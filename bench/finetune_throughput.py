@@ -17,7 +17,7 @@ reports medians, and each side also reports its examples per CPU-second of train
 process's CPU time, all threads), which such load does not skew.
 
     python bench/finetune_throughput.py [--examples 6920] [--epochs 1] [--batch-size 32] [--max-length 128]
-                                        [--threads 2] [--rounds 1] [--data-root DIR]
+                                        [--threads 2] [--rounds 1] [--data-root DIR] [--model minilm]
 
 The last line is `RESULT engine_eps=... trainer_eps=... speedup=... ...` for scripts.
 """
@@ -45,10 +45,10 @@ from bench._common import DEFAULT_DATA_ROOT, GIB, SST2_FILES, quiet_ray_environm
 LR, SEED = 5e-5, 0
 
 
-def hf_default_config(batch_size: int) -> dict[str, Any]:
+def hf_default_config(batch_size: int, model: str = "minilm") -> dict[str, Any]:
     """The plain Hugging Face fine-tune as the engine's nested config (the model's own head)."""
     return {
-        "encoder": {"name": "transformer", "transformer": {"model": "minilm"}},
+        "encoder": {"name": "transformer", "transformer": {"model": model}},
         "finetune": {"name": "full", "full": {"head_lr_multiplier": 1.0, "layer_decay": 1.0, "freeze_embeddings": False, "freeze_layers": 0, "accumulation": 1}},
         "pooling": {"name": "first"},
         "addons": {"mhsa": {"enabled": False}, "layernorm": {"enabled": False}},
@@ -67,7 +67,7 @@ def data_spec(args: argparse.Namespace) -> Any:
 
     spec = TextDataSpec(name="sst2", local=LocalSource("label_text", SST2_FILES), max_examples={"train": args.examples},
                         subword_max_length=args.max_length)
-    return with_pretrained(spec, ["minilm"])
+    return with_pretrained(spec, [args.model])
 
 
 def peak_memory() -> dict[str, float]:
@@ -99,7 +99,7 @@ def run_engine(args: argparse.Namespace) -> dict[str, float]:
 
     TASK.train_batches = timed_batches  # this process runs nothing else
     settings = TrialSettings(metric="accuracy", mode="max", max_epochs=args.epochs, seed=SEED, threads=args.threads, checkpoint=False)
-    TASK.trainable(hf_default_config(args.batch_size), data, settings, lambda metrics, _: epochs.append(metrics))
+    TASK.trainable(hf_default_config(args.batch_size, args.model), data, settings, lambda metrics, _: epochs.append(metrics))
     examples = len(data.train) * args.epochs
     seconds = sum(epoch["train_seconds"] for epoch in epochs)
     return {"examples_per_second": examples / seconds, "train_seconds": seconds, "cpu_seconds": sum(cpu_seconds),
@@ -125,7 +125,7 @@ def run_trainer(args: argparse.Namespace) -> dict[str, float]:
     quiet_transformers()
     splits, _ = load_splits(data_spec(args), str(args.data_root), SEED)
     labels = sorted(set(splits["train"]["label"]), key=int)
-    location = resolve_model("minilm", None)
+    location = resolve_model(args.model, args.data_root)
     tokenizer = AutoTokenizer.from_pretrained(location)
 
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
@@ -157,7 +157,7 @@ def run_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
     """This script in a fresh process for one side; its figures (JSON on its last line)."""
     command = [sys.executable, __file__, "--side", side, *(f"--{key.replace('_', '-')}={value}" for key, value in
                (("examples", args.examples), ("epochs", args.epochs), ("batch_size", args.batch_size),
-                ("max_length", args.max_length), ("threads", args.threads), ("data_root", args.data_root)))]
+                ("max_length", args.max_length), ("threads", args.threads), ("data_root", args.data_root), ("model", args.model)))]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode != 0:
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="alternate the sides this many times; medians are reported")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--model", default="minilm", help="minilm, a model folder (absolute or under the data root) or a hub name")
     parser.add_argument("--side", choices=["engine", "trainer"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quiet_ray_environment()
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     require_sst2(args.data_root)
-    print(f"MiniLM-L6 on the first {args.examples} SST-2 training sentences: batch {args.batch_size}, at most {args.max_length} "
+    print(f"{args.model} on the first {args.examples} SST-2 training sentences: batch {args.batch_size}, at most {args.max_length} "
           f"sub-words, {args.epochs} epoch(s), {args.threads} threads, {args.rounds} round(s)")
     runs: dict[str, list[dict[str, Any]]] = {"engine": [], "trainer": []}
     for round_ in range(1, args.rounds + 1):
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_speedup": cpu_speedup,
         "engine_peak_gib": engine[memory_key], "trainer_peak_gib": trainer[memory_key], "memory_ratio": memory_ratio,
         "memory": memory_key, "examples": args.examples, "epochs": args.epochs, "batch": args.batch_size,
-        "max_length": args.max_length, "threads": args.threads, "rounds": args.rounds,
+        "max_length": args.max_length, "threads": args.threads, "rounds": args.rounds, "model": args.model,
     }))
     return 0
 

@@ -264,11 +264,14 @@ class Registry:
 
     kind "choice": a strategy uses exactly one component (a loss, an optimizer, ...);
     kind "toggle": a strategy uses any subset (add-ons, regularizers), each switched on or off.
+    `opt_in`: a study that does not name the family does not search it (the family is off), so
+    that adding such a family changes no existing study.
     """
 
     family: str
     kind: Literal["choice", "toggle"]
     components: Mapping[str, Component]
+    opt_in: bool = False
 
     def __getitem__(self, name: str) -> Component:
         return self.components[name]
@@ -277,8 +280,8 @@ class Registry:
         return list(self.components)
 
 
-def registry(family: str, kind: Literal["choice", "toggle"], components: Sequence[Component]) -> Registry:
+def registry(family: str, kind: Literal["choice", "toggle"], components: Sequence[Component], *, opt_in: bool = False) -> Registry:
     table = {c.name: c for c in components}
     if len(table) != len(components):
         raise ValueError(f"duplicate component names in family {family}")
-    return Registry(family, kind, table)
+    return Registry(family, kind, table, opt_in)

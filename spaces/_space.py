@@ -57,7 +57,8 @@ def build_space(
 ) -> Space:
     """Reads a study's `space:` section against the task's registries.
 
-    A family may be omitted (every component searched with default ranges), or given as:
+    A family may be omitted (every component searched with default ranges; an `opt_in` family is
+    then off), or given as:
       - a name (fixed), or a list of names (searched among them);
       - a mapping `{choices: [...], params: {component: {param: override}}}`; for a toggle family
         `{search: [...], always: [...], params: ...}` (components in neither are off).
@@ -78,6 +79,7 @@ def build_space(
     families = {
         family: _family_space(reg, spec.get(family), f"{where}.{family}")
         for family, reg in registries.items()
+        if family in spec or not reg.opt_in
     }
     if offers:
         families = restrict_to_supported(families, spec, offers, task, where)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from seqeval.metrics import classification_report
 
 from spaces import NER, Offer
@@ -22,7 +23,7 @@ from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
 from trainables.optimization import Precision
 from trainables.tagger import Tagger, build_tagger
-from trainables.task import Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss
 
 
 @dataclass
@@ -114,6 +115,7 @@ class NamedEntityRecognition(Task):
             Offer(frozenset({GOLD_LOG_PROB}), when=("head", "crf"), why="each sentence's log p(gold tags) under the CRF"),
         ),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+        **TRAINING_EXTRAS_OFFERS,
     }
     data_spec = NerDataSpec
 
@@ -140,6 +142,9 @@ class NamedEntityRecognition(Task):
 
     def evaluate(self, trial: TrialModel, data: NerData, split: str, precision: Any) -> dict[str, float]:
         return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision)  # type: ignore[arg-type]
+
+    def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
+        return [model.word_embedding.weight]
 
 
 TASK = NamedEntityRecognition()

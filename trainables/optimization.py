@@ -95,9 +95,18 @@ class Optimization:
         return total
 
     def step(self, objective: torch.Tensor) -> None:
+        self.backward(objective)
+        self.apply()
+
+    def backward(self, objective: torch.Tensor, *, accumulate: bool = False) -> None:
+        """Gradients of `objective` (scaled for mixed precision), added to the present ones when `accumulate`."""
+        if not accumulate:
+            self.optimizer.zero_grad(set_to_none=True)
+        self.precision.scaler.scale(objective).backward()
+
+    def apply(self) -> None:
+        """The regularizers' gradient hooks, then the optimizer and schedule step."""
         scaler = self.precision.scaler
-        self.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(objective).backward()
         if self.unscale:
             scaler.unscale_(self.optimizer)
         for regularizer in self.regularizers:

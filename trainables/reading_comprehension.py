@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from spaces import READING_COMPREHENSION, Offer
 from spaces import Strategy
@@ -25,7 +26,7 @@ from trainables.bidaf import BiDAF, SpanScores, best_spans, build_bidaf, span_lo
 from trainables.optimization import Precision
 from trainables.data import EncodedQuestions, ReadingComprehensionData, ReadingComprehensionDataSpec, load_reading_comprehension
 from trainables.squad_metrics import squad_scores
-from trainables.task import Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss
 
 EVAL_BATCH_SIZE = 64
 # Training batches are drawn from pools of this many batches sorted by context length, so a batch
@@ -143,6 +144,7 @@ class ReadingComprehension(Task):
         "loss": (Offer(frozenset({GOLD_LOG_PROB}), why="log p(gold start) and log p(gold end) over the context's tokens"),),
         "loss_terms": (Offer(frozenset({PAIRED_ENCODINGS}), why="each question's encoding and its context's"),),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+        **TRAINING_EXTRAS_OFFERS,
     }
     data_spec = ReadingComprehensionDataSpec
 
@@ -173,6 +175,9 @@ class ReadingComprehension(Task):
 
     def evaluate(self, trial: TrialModel, data: ReadingComprehensionData, split: str, precision: Any) -> dict[str, float]:
         return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision, max_answer_length(trial.strategy))  # type: ignore[arg-type]
+
+    def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
+        return [model.word_embedding.weight]
 
 
 TASK = ReadingComprehension()

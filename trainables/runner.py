@@ -14,13 +14,17 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from spaces import Strategy
+from spaces import Registry, Strategy
+from spaces.adversarial import ADVERSARIAL
+from spaces.averaging import AVERAGING
+from spaces.consistency import CONSISTENCY
+from spaces.initialization import INITIALIZATION
 from spaces.loss_terms import LOSS_TERMS
 from trainables.optimization import Optimization, Precision, check_finite, count_parameters, pick_device, seed_everything
 from trainables.task import Task, TrialModel
@@ -59,11 +63,13 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
     report, in_tune = _start(settings, report)
     trial, precision = _build(task, config, data, settings)
     strategy, model = trial.strategy, trial.model
-    terms = [LOSS_TERMS[name].build(**params) for name, params in strategy.toggles.get("loss_terms", {}).items()]
+    extras = _Extras.of(task, strategy, model, settings.max_epochs)
     steps_per_epoch = math.ceil(task.train_size(data) / strategy.batch_size)
     optimization = Optimization(strategy, model, settings.max_epochs, steps_per_epoch, precision, task.metrics.get(settings.metric, settings.mode))
     rng = np.random.default_rng(settings.seed)
     modules = {"model": model, "optimization": optimization, "loss": trial.loss}  # what a checkpoint holds
+    if extras.average is not None:
+        modules["averaging"] = extras.average
     first_epoch = _resume(modules, rng, settings.resume_from) if in_tune else 1
     param_count = count_parameters(model)
 
@@ -74,23 +80,25 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
         loss_total, terms_total, examples = 0.0, 0.0, 0
         for step, batch in enumerate(task.train_batches(data, strategy.batch_size, rng)):
             batch = batch.to(trial.device)
-            with precision.autocast():
-                outputs = task.forward(model, batch)
-            loss = task.loss(trial, outputs, batch)
-            objective = loss + optimization.penalty()
-            if terms:
-                encodings = task.paired_encodings(outputs, batch)
-                for term in terms:
-                    value = term(*encodings)
-                    objective = objective + value
-                    terms_total += value.item() * len(batch)
+            objective, loss, terms = _objective(task, trial, extras, optimization, precision, batch)
+            terms_total += terms * len(batch)
             check_finite(objective, epoch, step)
-            optimization.step(objective)
+            optimization.backward(objective)
+            if extras.adversary is not None:
+                def adversarial_backward() -> None:
+                    optimization.backward(_objective(task, trial, extras, optimization, precision, batch)[0], accumulate=True)
+
+                extras.adversary.attack(task.embedding_tables(model), adversarial_backward, list(model.parameters()))
+            optimization.apply()
+            if extras.average is not None:
+                extras.average.after_step(model, optimization.optimizer, epoch)
             loss_total += loss.item() * len(batch)
             examples += len(batch)
         train_seconds = time.perf_counter() - started
+        if extras.average is not None:
+            extras.average.end_epoch(model, epoch)
 
-        dev = task.evaluate(trial, data, "validation", precision)
+        dev = task.evaluate(extras.to_evaluate(trial), data, "validation", precision)
         optimization.end_epoch(dev[settings.metric])
         epoch_seconds = time.perf_counter() - started
         trial_seconds += epoch_seconds
@@ -105,25 +113,93 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
             "examples_per_second": examples / train_seconds,
             "lr": optimization.lr,
         }
-        if terms:
+        if extras.loss_terms:
             metrics["train_contrastive_loss"] = terms_total / examples
         _report_epoch(report, metrics, settings, modules, rng, epoch)
 
 
+@dataclass
+class _Extras:
+    """What a strategy adds to the plain loop: loss terms, consistency terms, an adversary on the
+    embeddings, weight averaging. Each is absent unless the strategy turns it on."""
+
+    loss_terms: list[Any] = field(default_factory=list)
+    consistency: list[Any] = field(default_factory=list)
+    adversary: Any = None
+    average: Any = None
+
+    @classmethod
+    def of(cls, task: Task, strategy: Strategy, model: torch.nn.Module, max_epochs: int) -> _Extras:
+        toggles = strategy.toggles
+        extras = cls(
+            loss_terms=[LOSS_TERMS[name].build(**params) for name, params in toggles.get("loss_terms", {}).items()],
+            consistency=[CONSISTENCY[name].build(**params) for name, params in toggles.get("consistency", {}).items()],
+            adversary=_built(ADVERSARIAL, strategy, "adversarial"),
+            average=_built(AVERAGING, strategy, "averaging"),
+        )
+        if extras.average is not None:
+            extras.average.bind(model, max_epochs)
+        return extras
+
+    def to_evaluate(self, trial: TrialModel) -> TrialModel:
+        """The trial with the weights to score: the averaged ones under weight averaging."""
+        if self.average is None:
+            return trial
+        return replace(trial, model=self.average.model_to_evaluate(trial.model))
+
+
+def _built(registry: Registry, strategy: Strategy, family: str) -> Any:
+    """The chosen component of an opt-in family, built; None when the family is off or absent."""
+    if family not in strategy.choices:
+        return None
+    name, params = strategy.choice(family)
+    build = registry[name].build
+    return None if build is None else build(**params)
+
+
+def _objective(task: Task, trial: TrialModel, extras: _Extras, optimization: Optimization, precision: Precision, batch: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(objective to minimise, the task loss, the loss terms' value) of one batch."""
+    with precision.autocast():
+        outputs = task.forward(trial.model, batch)
+    loss = task.loss(trial, outputs, batch)
+    if extras.consistency:  # a second pass with other dropout masks; the task loss is the mean of both
+        with precision.autocast():
+            second = task.forward(trial.model, batch)
+        loss = (loss + task.loss(trial, second, batch)) / 2
+    objective = loss + optimization.penalty()
+    terms = 0.0
+    if extras.loss_terms:
+        encodings = task.paired_encodings(outputs, batch)
+        for term in extras.loss_terms:
+            value = term(*encodings)
+            objective = objective + value
+            terms += value.item()
+    for consistency in extras.consistency:
+        objective = objective + consistency(task.class_logits(outputs), task.class_logits(second))
+    return objective, loss, terms
+
+
 def evaluate_checkpoint(task: Task, config: dict[str, Any], data: Any, settings: TrialSettings, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
-    """Scores a trial's saved model on a split (the test split for the best trial)."""
+    """Scores a trial's saved model on a split (the test split for the best trial), with its
+    averaged weights when the strategy averages them."""
     trial, precision = _build(task, config, data, settings)
     state = load_state(checkpoint_dir)
     if state is None:
         raise FileNotFoundError(f"no model state in {checkpoint_dir}")
     trial.model.load_state_dict(state["model"])
-    return task.evaluate(trial, data, split, precision)
+    extras = _Extras.of(task, trial.strategy, trial.model, settings.max_epochs)
+    if extras.average is not None and "averaging" in state:
+        extras.average.load_state_dict(state["averaging"])
+    return task.evaluate(extras.to_evaluate(trial), data, split, precision)
 
 
 def _build(task: Task, config: dict[str, Any], data: Any, settings: TrialSettings) -> tuple[TrialModel, Precision]:
     device = pick_device()
     precision = Precision(device, settings.mixed_precision)
     trial = task.build(Strategy.from_config(config), data)
+    initialize = _built(INITIALIZATION, trial.strategy, "initialization")
+    if initialize is not None:
+        initialize(task.from_scratch(trial.model))
     trial.model.to(device)
     trial.loss.to(device)
     trial.device = device

@@ -59,6 +59,15 @@ class TrialModel:
     device: torch.device = torch.device("cpu")
 
 
+# What every task's adapter offers the opt-in training families (spaces.TRAINING_EXTRAS): its
+# embedding tables to adversarial training, weights to average, from-scratch modules to initialize.
+TRAINING_EXTRAS_OFFERS: dict[str, tuple[Offer, ...]] = {
+    "adversarial": (Offer(frozenset({"embeddings"}), why="the word embedding table"),),
+    "averaging": (Offer(frozenset({"averaged_weights"})),),
+    "initialization": (Offer(frozenset({"from_scratch"}), why="every layer but the embeddings"),),
+}
+
+
 def build_loss(strategy: Strategy, num_classes: int) -> nn.Module:
     """The strategy's loss over `num_classes` outcomes (labels, tags, context positions)."""
     from spaces.losses import LOSSES
@@ -107,6 +116,18 @@ class Task:
     def evaluate(self, trial: TrialModel, data: Any, split: str, precision: Any) -> dict[str, float]:
         """The metrics of the model on a split ("validation" each epoch, "test" for the best trial)."""
         raise NotImplementedError
+
+    def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
+        """The embedding tables adversarial training perturbs, in tasks that offer `EMBEDDINGS`."""
+        raise NotImplementedError(f"task {self.name} offers no embedding tables to adversarial training")
+
+    def class_logits(self, outputs: Any) -> torch.Tensor:
+        """Logits over classes [N, C] that consistency terms compare, in tasks that offer `TWO_PASSES`."""
+        raise NotImplementedError(f"task {self.name} offers no class logits to consistency terms")
+
+    def from_scratch(self, model: nn.Module) -> nn.Module:
+        """The part of the model trained from random weights (what an initialization scheme may set)."""
+        return model
 
     # What the engine calls: the runner bound to this task.
     @property

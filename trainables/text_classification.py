@@ -13,12 +13,13 @@ from torch import nn
 
 from spaces import TEXT_CLASSIFICATION, Offer
 from spaces import Strategy
+from spaces.consistency import TWO_PASSES
 from spaces.losses import CLASSES
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSplit, TextClassificationData, TextDataSpec, load_text_classification
 from trainables.models import build_text_classifier
 from trainables.optimization import Precision
-from trainables.task import Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss
 
 
 @dataclass
@@ -85,6 +86,8 @@ class TextClassification(Task):
     offers = {
         "loss": (Offer(frozenset({CLASSES}), why="logits over the labels"),),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+        **TRAINING_EXTRAS_OFFERS,
+        "consistency": (Offer(frozenset({TWO_PASSES}), why="logits over the labels"),),
     }
     data_spec = TextDataSpec
 
@@ -106,6 +109,12 @@ class TextClassification(Task):
 
     def evaluate(self, trial: TrialModel, data: TextClassificationData, split: str, precision: Any) -> dict[str, float]:
         return evaluate(trial.model, getattr(data, split), trial.device, precision)
+
+    def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
+        return [model.embedding.weight]
+
+    def class_logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs
 
 
 TASK = TextClassification()

@@ -388,7 +388,7 @@ def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage) ->
     return RecordingOptunaSearch(
         space=functools.partial(suggest, space=config.space),
         metric=config.metric, mode=config.mode,
-        sampler=build_sampler(config.sampler or SamplerChoice(), config.seed),
+        sampler=build_sampler(config.sampler or SamplerChoice(), config.seed, config.space),
         study_name=config.name, storage=storage,
         max_epochs=config.budget.max_epochs,
         describe=describe_strategy,

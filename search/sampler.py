@@ -138,7 +138,7 @@ class SamplerChoice:
 class _Kind:
     summary: str
     options: Mapping[str, type | tuple[Any, ...]]  # option -> its type, or the values it accepts
-    build: Callable[[int, Mapping[str, Any]], optuna.samplers.BaseSampler]
+    build: Callable[[int, Mapping[str, Any], Space | None], optuna.samplers.BaseSampler]
     multi_objective_only: bool = False
     # Why the sampler cannot serve a space, or None when it can.
     refuses: Callable[[Space], str | None] = lambda space: None
@@ -156,28 +156,47 @@ def _conditional_tpe(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def _build_tpe(seed: int, options: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
+def _build_tpe(seed: int, options: Mapping[str, Any], space: Space | None) -> optuna.samplers.BaseSampler:
     return _quiet_experimental(lambda: BoundedTPESampler(**{**TPE_DEFAULTS, **options}, seed=seed))
 
 
-def _build_gp(seed: int, options: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
+def _build_gp(seed: int, options: Mapping[str, Any], space: Space | None) -> optuna.samplers.BaseSampler:
     # The independent sampler serves every conditional parameter of every trial: one warning each is noise.
     return _quiet_experimental(lambda: optuna.samplers.GPSampler(
         seed=seed, independent_sampler=_conditional_tpe(seed), warn_independent_sampling=False, **options))
 
 
-def _build_cmaes(seed: int, options: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
+def _build_cmaes(seed: int, options: Mapping[str, Any], space: Space | None) -> optuna.samplers.BaseSampler:
     import cmaes  # noqa: F401  Optuna imports it only when it first samples: fail when the study is read instead
 
-    return _quiet_experimental(lambda: optuna.samplers.CmaEsSampler(
-        seed=seed, independent_sampler=_conditional_tpe(seed), warn_independent_sampling=False, **options))
+    modelled = None if space is None else [name for name, param, conditional in searched_parameters(space) if _numeric(param) and not conditional]
+    return _quiet_experimental(lambda: _BranchFreeCmaEs(
+        modelled=modelled, seed=seed, independent_sampler=_conditional_tpe(seed), warn_independent_sampling=False, **options))
 
 
-def _build_qmc(seed: int, options: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
+class _BranchFreeCmaEs(optuna.samplers.CmaEsSampler):
+    """CMA-ES over the numeric parameters every trial of the space has (`modelled`).
+
+    Optuna's CmaEsSampler models the parameters all completed trials share. In a define-by-run
+    space that set shrinks as trials take other branches (the first completed trial's optimizer
+    parameters are dropped once a trial with another optimizer completes), and CMA-ES then stops
+    modelling for good ("does not support dynamic search space"); a fixed set keeps it going.
+    """
+
+    def __init__(self, *, modelled: Sequence[str] | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._modelled = None if modelled is None else frozenset(modelled)
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        inferred = super().infer_relative_search_space(study, trial)
+        return inferred if self._modelled is None else {n: d for n, d in inferred.items() if n in self._modelled}
+
+
+def _build_qmc(seed: int, options: Mapping[str, Any], space: Space | None) -> optuna.samplers.BaseSampler:
     return _quiet_experimental(lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False, **options))
 
 
-def _build_nsga2(seed: int, options: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
+def _build_nsga2(seed: int, options: Mapping[str, Any], space: Space | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=seed, **options)
 
 
@@ -208,11 +227,15 @@ def searched_parameters(space: Space) -> list[tuple[str, Any, bool]]:
     return found
 
 
-def _cmaes_refuses(space: Space) -> str | None:
+def _numeric(param: Any) -> bool:
     from spaces import Float, Int
 
+    return isinstance(param, (Float, Int))
+
+
+def _cmaes_refuses(space: Space) -> str | None:
     searched = searched_parameters(space)
-    if searched and not any(isinstance(param, (Float, Int)) and not conditional for _, param, conditional in searched):
+    if searched and not any(_numeric(param) and not conditional for _, param, conditional in searched):
         return (
             "CMA-ES models only numeric parameters that every trial has, and this space has none (each numeric "
             "parameter belongs to a component the sampler may leave out): it would sample at random; fix the component "
@@ -240,7 +263,7 @@ SAMPLERS: dict[str, _Kind] = {
          "constant_liar": bool, "window": int, "keep_best": int},
         _build_tpe,
     ),
-    "random": _Kind("independent uniform draws", {}, lambda seed, options: optuna.samplers.RandomSampler(seed=seed)),
+    "random": _Kind("independent uniform draws", {}, lambda seed, options, space: optuna.samplers.RandomSampler(seed=seed)),
     "gp": _Kind(
         "Gaussian-process Bayesian optimization over the parameters every trial has; the rest by TPE",
         {"n_startup_trials": int, "deterministic_objective": bool},
@@ -288,7 +311,7 @@ def read_sampler_choice(value: Any, space: Space, *, objectives: int, seed: int)
             allowed = ", ".join(kind.options) or f"none (the {name} sampler takes no options)"
             raise SamplerRefused(f"sampler.{option}", f"unknown option of the {name} sampler; accepted: {allowed}")
         if not _option_fits(option_value, expected):
-            wanted = ("one of " + ", ".join(map(str, expected))) if isinstance(expected, tuple) else f"a {expected.__name__}"
+            wanted = ("one of " + ", ".join(map(str, expected))) if isinstance(expected, tuple) else _TYPE_NAMES[expected]
             raise SamplerRefused(f"sampler.{option}", f"{option_value!r} is not accepted; {option} must be {wanted}")
     if kind.multi_objective_only and objectives == 1:
         raise SamplerRefused(where, (
@@ -300,10 +323,13 @@ def read_sampler_choice(value: Any, space: Space, *, objectives: int, seed: int)
         raise SamplerRefused(where, f"{name} cannot serve this study's space: {reason}")
     choice = SamplerChoice(name, options)
     try:
-        build_sampler(choice, seed)
+        build_sampler(choice, seed, space)
     except (ValueError, TypeError, ImportError) as error:  # Optuna's own checks of the options
         raise SamplerRefused("sampler", f"{choice.describe()} is refused by Optuna: {error}") from None
     return choice
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false"}
 
 
 def _option_fits(value: Any, expected: type | tuple[Any, ...]) -> bool:
@@ -314,6 +340,7 @@ def _option_fits(value: Any, expected: type | tuple[Any, ...]) -> bool:
     return isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
 
 
-def build_sampler(choice: SamplerChoice, seed: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of a study's `sampler:` choice, seeded with the study's seed."""
-    return SAMPLERS[choice.name].build(seed, choice.options)
+def build_sampler(choice: SamplerChoice, seed: int, space: Space | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of a study's `sampler:` choice, seeded with the study's seed, for `space`
+    (CMA-ES models the numeric parameters every trial of it has; without it, what trials share)."""
+    return SAMPLERS[choice.name].build(seed, choice.options, space)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 import studies
@@ -154,6 +155,15 @@ def test_shipped_studies_name_the_published_baseline_of_their_model_class(name: 
         wanted = Strategy.from_config(published[model_class])
         assert Strategy.from_config(baseline.config).choices["encoder"] == wanted.choices["encoder"]
         assert Strategy.from_config(baseline.config).embedding_dim == wanted.embedding_dim
+
+
+def test_the_readme_study_example_reads_as_it_says() -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = text.split("## Study files")[1].split("```yaml")[1].split("```")[0]
+    config = parse_study(yaml.safe_load(example), "README.md", "mine")
+    assert config.sampler.name == "tpe" and config.warm_start.top == 4
+    assert Strategy.from_config(config.baseline.config).summary() == "bilstm / focal / dropout / adamw / cosine"
+    assert config.enqueue[0].params == {"loss/name": "ghm", "regularizers/l2/enabled": True, "regularizers/l2/coefficient": 1e-5}
 
 
 # --- what lands in the DB ------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def read_baseline(value: Any, task: Task, space: Space, path: str) -> QueuedConf
             raise StudyFileError(path, f"baseline.{_dotted(error.key)}", error.message)
     if resolved.outside:
         # All at once: the published values this space cannot take, and an override that fits.
-        conflicts = "; ".join(f"{e.key} {e.value!r} ({e.message.split(': ', 1)[-1]})" for e in resolved.outside)
+        conflicts = "; ".join(f"{e.key} {e.value!r} ({e.rule or e.message})" for e in resolved.outside)
         fitted = {e.key: e.nearest for e in resolved.outside if e.nearest is not None}
         override = yaml.safe_dump(unflatten({**given, **fitted}), default_flow_style=True, width=1000).strip()[1:-1]
         raise StudyFileError(path, "baseline", (
@@ -210,9 +210,12 @@ def _closest_published(published: Mapping[str, Mapping[str, Any]], space: Space,
 
 
 class _OutsideSpace(Exception):
-    def __init__(self, key: str, value: Any, message: str, nearest: Any = None) -> None:
+    """A value the space cannot take: `rule` is what the space takes there (None: the key is not
+    part of the config at all), `nearest` the value fitting would give."""
+
+    def __init__(self, key: str, value: Any, message: str, rule: str | None, nearest: Any) -> None:
         super().__init__(message)
-        self.key, self.value, self.message, self.nearest = key, value, message, nearest
+        self.key, self.value, self.message, self.rule, self.nearest = key, value, message, rule, nearest
 
 
 _MISSING = object()
@@ -303,7 +306,8 @@ def resolve_in_space(values: Mapping[str, Any], space: Space, *, exact: Collecti
         if key in flat and _same(flat[key], wanted):
             continue
         if key in exact:
-            outside.append(_OutsideSpace(key, wanted, _why_outside(key, wanted, flat, trial, space), flat.get(key)))
+            rule = _space_rule(key, flat, trial) if key in flat else None
+            outside.append(_OutsideSpace(key, wanted, _why_outside(key, wanted, flat, rule, space), rule, flat.get(key)))
         elif key in flat:
             adapted.append(f"{key}: {wanted!r} -> {flat[key]!r}")
     for key, value in flat.items():
@@ -312,17 +316,20 @@ def resolve_in_space(values: Mapping[str, Any], space: Space, *, exact: Collecti
     return Resolved(flat, trial.params, adapted, outside)
 
 
-def _why_outside(key: str, wanted: Any, flat: Mapping[str, Any], trial: _FittingTrial, space: Space) -> str:
-    if key in flat:
-        if key in trial.accepts:
-            accepts = trial.accepts[key]
-            if isinstance(wanted, str) and accepts.startswith(("a number", "an integer")):
-                return f"{wanted!r} is text, not a number (YAML reads 1e-3 as text: write 1.0e-3 or 0.001); accepted: {accepts}"
-            return f"{wanted!r} is outside this study's space; accepted: {accepts}"
-        if key.endswith("/enabled"):
-            state = "on in every trial (`always`)" if flat[key] else "off in every trial (neither searched nor in `always`)"
-            return f"{wanted!r} is outside this study's space: it has this component {state}"
-        return f"{wanted!r} is outside this study's space: it fixes this value at {flat[key]!r}"
+def _space_rule(key: str, flat: Mapping[str, Any], trial: _FittingTrial) -> str:
+    """What the space takes at `key`, a value of the resolved config `flat`."""
+    if key in trial.accepts:
+        return f"accepted: {trial.accepts[key]}"
+    if key.endswith("/enabled"):
+        return f"this space has it {'on in every trial (`always`)' if flat[key] else 'off in every trial (neither searched nor in `always`)'}"
+    return f"this space fixes it at {flat[key]!r}"
+
+
+def _why_outside(key: str, wanted: Any, flat: Mapping[str, Any], rule: str | None, space: Space) -> str:
+    if rule is not None:
+        if isinstance(wanted, str) and rule.startswith(("accepted: a number", "accepted: an integer")):
+            return f"{wanted!r} is text, not a number (YAML reads 1e-3 as text: write 1.0e-3 or 0.001); {rule}"
+        return f"{wanted!r} is outside this study's space; {rule}"
     family, _, rest = key.partition("/")
     component = rest.split("/")[0]
     known = [*space.families, *dict.fromkeys(GLOBAL_GROUPS.values())]

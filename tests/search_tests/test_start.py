@@ -104,7 +104,7 @@ def test_baseline_none_and_a_space_with_nothing_to_search_have_no_baseline(tmp_p
     [
         ("baseline: {optimizer: {name: adam, adam: {lr: 0.001}}}", "baseline.optimizer.adam.lr", "0.001 is outside this study's space; accepted: a number in [0.003, 0.01]"),
         ("baseline: {optimizer: {name: adam, adam: {lr: 1e-3}}}", "baseline.optimizer.adam.lr", "'1e-3' is text, not a number"),
-        ("baseline: {encoder: {name: bilstm, bilstm: {hidden: 128}}}", "baseline.encoder.bilstm.hidden", "it fixes this value at 32"),
+        ("baseline: {encoder: {name: bilstm, bilstm: {hidden: 128}}}", "baseline.encoder.bilstm.hidden", "outside this study's space; this space fixes it at 32"),
         ("baseline: {loss: {focal: {gamma: 2.0}}}", "baseline.loss.focal.gamma", "name it: `loss: {name: focal}`"),
         ("baseline: {regularizers: {l1: {enabled: true}}}", "baseline.regularizers.l1.enabled", "off in every trial"),
         ("baseline: {dropout: 0.5}", "baseline.dropout", "unknown family; accepted: encoder, addons"),

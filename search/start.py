@@ -106,11 +106,13 @@ def read_baseline(value: Any, task: Task, space: Space, path: str) -> QueuedConf
         given = flatten({k: v for k, v in value.items() if k != "from"})
     elif value is not None:
         raise StudyFileError(path, "baseline", f"{value!r} is not accepted; accepted: {accepted}")
+    if value is None and not (published and searched_parameters(space)):
+        return None  # a task that publishes no baseline, or a space whose trials are all the same
+    if not published:
+        raise StudyFileError(path, "baseline", f"task {task.name} publishes no baseline; accepted: none (or omit it)")
     if start is not None and start not in published:
         field = "baseline" if isinstance(value, str) else "baseline.from"
         raise StudyFileError(path, field, f"{start!r} is not a published baseline of task {task.name}; accepted: {names}")
-    if value is None and not searched_parameters(space):
-        return None
     name = start or _closest_published(published, space, given)
     values = flatten(with_overrides(unflatten({**flatten(_all_off(space)), **flatten(published[name])}), given))
     # Written in the file: exactly as written. From a published baseline behind it: fitted to the space.

@@ -16,7 +16,7 @@ from search.config import StudyFileError, fixed_study, load_study_file, parse_st
 from search.engine import open_storage, prepare_study
 from search.recovery import reconcile_orphans
 from search.scheduler import FullBudgetASHA
-from search.start import BASELINE_ATTR, QUEUED_ATTR, compare_with_baseline, load_warm_start, queue_first_trials
+from search.start import BASELINE_ATTR, QUEUED_ATTR, compare_with_baseline, load_warm_start, queue_first_trials, read_baseline
 from search.tasks import TASKS, get_task
 from spaces import Strategy, flatten, suggest, unflatten
 from tests.conftest import ner_study_yaml, toy_study_yaml
@@ -97,6 +97,14 @@ def test_baseline_none_and_a_space_with_nothing_to_search_have_no_baseline(tmp_p
     # `search best --as-study` writes a retraining study without the original's baseline or sampler.
     retrain = fixed_study({**config.raw, "sampler": "cmaes", "enqueue": [{"loss": {"name": "focal"}}]}, fixed_config, "retrain")
     assert retrain["baseline"] == "none" and "sampler" not in retrain and "enqueue" not in retrain
+
+
+def test_a_task_that_publishes_no_baseline_runs_none(tmp_path: Path) -> None:
+    space = load_study_file(study_with(tmp_path, "")).space
+    bare = type("BareTask", (), {"name": "bare", "baselines": {}})()
+    assert read_baseline(None, bare, space, "bare.yaml") is None
+    with pytest.raises(StudyFileError, match="task bare publishes no baseline; accepted: none"):
+        read_baseline("textcnn", bare, space, "bare.yaml")
 
 
 @pytest.mark.parametrize(

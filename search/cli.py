@@ -195,7 +195,8 @@ def _search(config: object, args: argparse.Namespace) -> int:
         f"  budget: {budget.trials} trials, up to {budget.max_epochs} epochs, {budget.concurrency} at a time, "
         f"{budget.cpus_per_trial:g} CPU + {budget.gpus_per_trial:g} GPU each; "
         f"ASHA grace {config.asha.grace_period}, reduction {config.asha.reduction_factor:g}\n"
-        f"  space: {_space_line(config)}",
+        f"  space: {_space_line(config)}\n"
+        f"  start: {_start_line(config)}",
         flush=True,
     )
     summary = run_search(
@@ -212,6 +213,8 @@ def _search(config: object, args: argparse.Namespace) -> int:
             print(f"  test: {config.metric} {summary.test_metrics[config.metric]:.4f} (best trial's model on the test split)")
     else:
         print("  best: no trial completed all its epochs yet")
+    for line in summary.baseline.lines() if summary.baseline else ():
+        print(f"  {line}" if line.startswith("baseline") else f"            {line}")
     if summary.interrupted:
         print(f"  interrupted: trials cut off are recorded as FAIL and re-queued with their last checkpoint; "
               f"`search resume {summary.study_name}` (or the same command) continues the study")
@@ -230,6 +233,29 @@ def _space_line(config: object) -> str:
             chosen = [*(f"{n}?" for n in fam.candidates), *fam.always]
             parts.append(f"{fam.family}={'+'.join(chosen) or 'none'}")
     return " ".join(parts)
+
+
+def _start_line(config: object) -> str:
+    """The sampler, the baseline run first, and how many configs are queued after it."""
+    from search.sampler import SamplerChoice
+
+    sampler = config.sampler or SamplerChoice()  # type: ignore[attr-defined]
+    options = "".join(f", {k} {v}" for k, v in sampler.options.items())
+    parts = [f"sampler {sampler.name}{options}"]
+    baseline = config.baseline  # type: ignore[attr-defined]
+    if baseline is None:
+        parts.append("no baseline")
+    else:
+        from spaces import Strategy
+
+        parts.append(f"{baseline.source}: {Strategy.from_config(baseline.config).summary()}")
+    if config.enqueue:  # type: ignore[attr-defined]
+        count = len(config.enqueue)  # type: ignore[attr-defined]
+        parts.append(f"{count} config{'s' if count != 1 else ''} from `enqueue`")
+    warm = config.warm_start  # type: ignore[attr-defined]
+    if warm is not None:
+        parts.append(f"warm start from the {warm.top} best trials of study {warm.study!r}")
+    return "; ".join(parts)
 
 
 def _open_existing(storage_url: str):
@@ -294,6 +320,7 @@ def _best(study_name: str, storage_url: str, as_study: str | None = None) -> int
     test = study.user_attrs.get("best_trial_test", {})
     if test.get("trial") == best.number:
         print("test split: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if k != "trial"))
+    _print_baseline(study)
     print("config:")
     print(yaml.safe_dump(attrs.get("config", best.params), sort_keys=False, default_flow_style=False).rstrip())
     if as_study:
@@ -317,6 +344,15 @@ def _write_retrain_study(study: object, best: object, study_name: str, path: str
     print(f"wrote {path}: search run {path} --max-epochs N retrains this config and scores it on the test split")
 
 
+def _print_baseline(study: object) -> None:
+    """`baseline X, best Y (+Z)`, where the study has a baseline trial."""
+    from search.start import compare_with_baseline
+
+    comparison = compare_with_baseline(study)  # type: ignore[arg-type]
+    for line in comparison.lines() if comparison else ():
+        print(line)
+
+
 def _load_studies(names: Sequence[str], storage_url: str) -> list:
     import optuna
 
@@ -337,9 +373,14 @@ def _report(names: Sequence[str], storage_url: str, out: str | None, table: bool
     if table:
         for study in studies:
             print(f"study {study.study_name!r} ({study.user_attrs.get('metric', 'value')}, {study.direction.name.lower()}):")
+            _print_baseline(study)
             print(format_table(strategy_table(study)))
             print()
     if out:
+        if not table:
+            for study in studies:
+                print(f"study {study.study_name!r}:")
+                _print_baseline(study)
         print(f"wrote {write_report(studies, out)}")
     return 0
 

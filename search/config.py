@@ -9,13 +9,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from search.tasks import TASKS, Task, get_task
 from spaces import Space, SpaceError, Strategy, build_space
 from trainables.data import FieldError, Section
+
+if TYPE_CHECKING:
+    from search.sampler import SamplerChoice
+    from search.start import QueuedConfig, WarmStart
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 DIRECTIONS = {"maximize": "max", "minimize": "min"}
@@ -71,6 +75,12 @@ class StudyConfig:
     # Where Ray keeps trial folders and checkpoints: on a cluster, a path every node reaches
     # (NFS mount, s3://...). None: ./ray_results.
     storage_path: str | None = None
+    # How the search starts (search.start): the sampler (None: TPE), the baseline it runs first
+    # (None: `baseline: none`), configs to run next, and another study whose best trials run next.
+    sampler: SamplerChoice | None = None
+    baseline: QueuedConfig | None = None
+    enqueue: tuple[QueuedConfig, ...] = ()
+    warm_start: WarmStart | None = None
 
     @property
     def mode(self) -> str:
@@ -80,7 +90,10 @@ class StudyConfig:
         return get_task(self.task)
 
 
-TOP_LEVEL = ("name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "storage_path", "space")
+TOP_LEVEL = (
+    "name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "storage_path", "space",
+    "sampler", "baseline", "enqueue", "warm_start",
+)
 
 
 def parse_data_section(task_name: str, data: Mapping[str, Any], path: str) -> Any:
@@ -113,9 +126,18 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
     if not isinstance(raw, Mapping):
         raise StudyFileError(path, "", f"a study file must be a mapping of fields ({', '.join(TOP_LEVEL)}), got {type(raw).__name__}")
     try:
-        return check_consistency(_parse_fields(Section(raw), raw, path, default_name))
+        config = _parse_fields(Section(raw), raw, path, default_name)
     except FieldError as error:
         raise StudyFileError(path, error.field, error.message) from None
+    return check_consistency(with_start_controls(config, raw))
+
+
+def with_start_controls(config: StudyConfig, raw: Mapping[str, Any]) -> StudyConfig:
+    """`config` with what the study file says about how the search starts: `sampler`, `baseline`,
+    `enqueue`, `warm_start` (search.start), each checked against the study's space."""
+    from search.start import read_start_controls
+
+    return read_start_controls(config, raw, config.get_task())
 
 
 def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name: str) -> StudyConfig:
@@ -249,7 +271,9 @@ def apply_overrides(
 
 def fixed_study(study: Mapping[str, Any], config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The recorded study file with its space fixed to one trial's config: one trial to retrain."""
-    fixed = {k: v for k, v in study.items() if k != "space"}
+    # One fixed config to train: no baseline, queued configs or sampler choice beside it.
+    fixed = {k: v for k, v in study.items() if k not in ("space", "sampler", "baseline", "enqueue", "warm_start")}
+    fixed["baseline"] = "none"
     fixed["name"] = name
     fixed["budget"] = {**study.get("budget", {}), "trials": 1, "concurrency": 1}
     fixed["space"] = Strategy.from_config(config).fixed_space()

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from search import recovery
 from search.config import StudyConfig
+from search.start import BaselineComparison, compare_with_baseline, load_warm_start, queue_first_trials, record_sampler
 from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
 from trainables.runner import TrialSettings
@@ -54,6 +55,7 @@ class SearchSummary:
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
     test_metrics: dict[str, float] | None = None  # the best trial of this run, on the test split
+    baseline: BaselineComparison | None = None  # the study's baseline against its best trial
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -181,11 +183,9 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
     apart (`constant_liar`): the space is define-by-run and several trials run at once. It models
     the 50 best and the 200 most recent trials (`BoundedTPESampler`): plain TPE reads every trial
     at every sample, so the driver's cost per trial grew with the study (bench/scale.py)."""
-    from search.sampler import BoundedTPESampler
+    from search.sampler import SamplerChoice, build_sampler
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return BoundedTPESampler(window=200, keep_best=50, seed=seed, multivariate=True, group=True, constant_liar=True)
+    return build_sampler(SamplerChoice("tpe"), seed)  # a study file's `sampler:` may choose another
 
 
 def describe_strategy(config: dict[str, Any]) -> dict[str, Any]:
@@ -242,6 +242,7 @@ def run_search(
     # 1) data and storage first: nothing is written before both are known to be good.
     data = _load_data(config, task, data_root, log)
     run = _SearchRun(config, task, data, open_storage(config.storage), log)
+    warm_start = load_warm_start(config)  # refused here, before anything is written, when incompatible
 
     # 2) Ray: local unless the caller already connected to a cluster.
     with _connect_ray(address, ray_temp_dir, verbose, log) as cluster_resources:
@@ -256,11 +257,15 @@ def run_search(
         remaining = _trials_to_run(study, config, log)
         if remaining <= 0:
             return summarize(config, run.storage, started, trials_run=0, data_source=run.data_source, notes=notes)
+        # The baseline, `enqueue:` and warm-start configs run first, each once per study.
+        record_sampler(study, config, log)
+        queue_first_trials(study, config, warm_start, remaining, log)
 
-        # 4) The search, then this run's best trial on the test split.
+        # 4) The search, then this run's best trial (and baseline) on the test split.
         tuning = _build_tuner(run, resources, remaining, trainable=trainable, storage_path=storage_path, verbose=verbose)
         results, interrupted = _fit(tuning)
         test_metrics = _score_best_on_test(run, tuning, results)
+        _score_baseline_on_test(run, tuning, results)
     summary = summarize(config, run.storage, started, trials_run=remaining, data_source=run.data_source, notes=notes)
     summary.interrupted = interrupted
     summary.test_metrics = test_metrics
@@ -352,7 +357,8 @@ def _build_tuner(
     tuner = tune.Tuner(
         runnable,
         tune_config=tune.TuneConfig(
-            metric=config.metric, mode=config.mode, search_alg=searcher, scheduler=_asha_scheduler(config),
+            metric=config.metric, mode=config.mode, search_alg=searcher,
+            scheduler=_asha_scheduler(config, runs_full_budget=searcher.runs_full_budget),
             num_samples=remaining,
             # Without it a searcher gets one pending trial at a time: trials run one by one.
             max_concurrent_trials=config.budget.concurrency,
@@ -376,12 +382,13 @@ def _build_tuner(
 
 def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage) -> RecordingOptunaSearch:
     """Ray's OptunaSearch on this study, recording in it what actually happened to each trial."""
+    from search.sampler import SamplerChoice, build_sampler
     from search.searcher import RecordingOptunaSearch
 
     return RecordingOptunaSearch(
         space=functools.partial(suggest, space=config.space),
         metric=config.metric, mode=config.mode,
-        sampler=make_sampler(config.seed),
+        sampler=build_sampler(config.sampler or SamplerChoice(), config.seed, config.space),
         study_name=config.name, storage=storage,
         max_epochs=config.budget.max_epochs,
         describe=describe_strategy,
@@ -396,9 +403,17 @@ def _trial_settings(config: StudyConfig) -> TrialSettings:
     )
 
 
-def _asha_scheduler(config: StudyConfig) -> ASHAScheduler:
+def _asha_scheduler(config: StudyConfig, runs_full_budget: Callable[[str], bool] | None = None) -> ASHAScheduler:
+    """ASHA over epochs; it never stops the trials `runs_full_budget` names (the baseline)."""
     from ray.tune.schedulers import ASHAScheduler
 
+    from search.scheduler import FullBudgetASHA
+
+    if runs_full_budget is not None:
+        return FullBudgetASHA(
+            runs_full_budget=runs_full_budget, time_attr="epoch", max_t=config.budget.max_epochs,
+            grace_period=config.asha.grace_period, reduction_factor=config.asha.reduction_factor,
+        )
     return ASHAScheduler(
         # epochs, not Ray iterations: a re-queued trial resumes at epoch k + 1
         time_attr="epoch", max_t=config.budget.max_epochs,
@@ -427,12 +442,7 @@ def _score_best_on_test(run: _SearchRun, tuning: _Tuning, results: ResultGrid | 
     if not completed:
         return None
     best = study.best_trial
-    checkpoints = {
-        tuning.searcher.trial_number(result.metrics.get("trial_id")): result.checkpoint
-        for result in results
-        if result.checkpoint is not None and result.metrics
-    }
-    checkpoint = checkpoints.get(best.number)
+    checkpoint = _checkpoints_by_trial(tuning, results).get(best.number)
     if checkpoint is None:
         run.log(f"test: best trial {best.number} comes from an earlier run; its test score is not computed again")
         return None
@@ -443,6 +453,39 @@ def _score_best_on_test(run: _SearchRun, tuning: _Tuning, results: ResultGrid | 
     return metrics
 
 
+
+def _checkpoints_by_trial(tuning: _Tuning, results: ResultGrid) -> dict[int | None, Any]:
+    """The last checkpoint of each trial of this run, by Optuna trial number."""
+    return {
+        tuning.searcher.trial_number(result.metrics.get("trial_id")): result.checkpoint
+        for result in results
+        if result.checkpoint is not None and result.metrics
+    }
+
+
+def _score_baseline_on_test(run: _SearchRun, tuning: _Tuning, results: ResultGrid | None) -> None:
+    """The baseline's saved model, scored on the test split when it completed in this run, so that
+    the gain over it is measured on test too; recorded in the study's user attribute `baseline_test`."""
+    from search.start import BASELINE_ATTR
+
+    if results is None or getattr(run.data, "test", None) is None:
+        return
+    study = optuna.load_study(study_name=run.config.name, storage=run.storage)
+    baselines = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get(BASELINE_ATTR)]
+    if not baselines:
+        return
+    baseline = baselines[-1]
+    scored = study.user_attrs.get("best_trial_test") or {}
+    if scored.get("trial") == baseline.number:  # the baseline is the best trial: scored already
+        study.set_user_attr("baseline_test", scored)
+        return
+    checkpoint = _checkpoints_by_trial(tuning, results).get(baseline.number)
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as directory:
+        metrics = run.task.evaluate_checkpoint(baseline.user_attrs["config"], run.data, tuning.settings, directory, "test")
+    study.set_user_attr("baseline_test", {"trial": baseline.number, **metrics})
+    run.log(f"test: baseline trial {baseline.number} scores {run.config.metric} {metrics[run.config.metric]:.4f} on the test split")
 
 
 def check_ray_address(address: str) -> None:
@@ -530,4 +573,5 @@ def summarize(
         trials_run=trials_run,
         data_source=data_source,
         notes=list(notes or []),
+        baseline=compare_with_baseline(study),
     )

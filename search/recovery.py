@@ -21,6 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.start import BASELINE_ADAPTED_ATTR, BASELINE_ATTR, QUEUED_ATTR
+
 HEARTBEAT_S = 30.0
 # A trial whose driver runs on another host is orphaned when its heartbeat is this old.
 STALE_AFTER_S = 300.0
@@ -86,6 +88,8 @@ def orphan_reason(trial: FrozenTrial, now: float | None = None) -> str | None:
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queues `trial`'s parameters again, with its last checkpoint to resume from (if any)."""
     user_attrs: dict[str, Any] = {REQUEUED_FROM: trial.number}
+    # What the trial was queued as (a baseline stays the baseline: ASHA must not stop it).
+    user_attrs.update({key: trial.user_attrs[key] for key in (BASELINE_ATTR, BASELINE_ADAPTED_ATTR, QUEUED_ATTR) if key in trial.user_attrs})
     checkpoint = trial.user_attrs.get("checkpoint")
     if isinstance(checkpoint, dict) and checkpoint.get("path"):
         epoch = int(checkpoint["epoch"])

@@ -36,6 +36,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from search import recovery
+from search.start import BASELINE_ATTR
 from search.trial import RESUME_FROM_KEY
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class RecordingOptunaSearch(OptunaSearch):
         self._counted_params: set[int] = set()
         self._driver = recovery.driver_identity()
         self._failed_awaiting_reason: set[str] = set()
+        self._full_budget: set[str] = set()  # Ray trial ids of baseline trials: ASHA lets them run on
 
     @property
     def study(self) -> optuna.Study:
@@ -88,6 +90,8 @@ class RecordingOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("driver", self._driver)
             ot_trial.set_user_attr("heartbeat", time.time())
             self._ot_trials[trial_id] = ot_trial
+            if ot_trial.user_attrs.get(BASELINE_ATTR):  # enqueued so (search.start), or re-queued from one
+                self._full_budget.add(trial_id)
         config = super().suggest(trial_id)
         if config is None:
             return None
@@ -100,6 +104,10 @@ class RecordingOptunaSearch(OptunaSearch):
         if resume_from is not None:
             config = {**config, RESUME_FROM_KEY: resume_from}
         return config
+
+    def runs_full_budget(self, trial_id: str) -> bool:
+        """Whether the Ray trial is the study's baseline, which trains to the full epoch budget."""
+        return trial_id in self._full_budget
 
     def _resume_point(self, ot_trial: optuna.Trial) -> str | None:
         """For a re-queued trial with a checkpoint still on disk: carries over its earlier epochs

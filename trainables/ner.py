@@ -23,7 +23,7 @@ from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
 from trainables.optimization import Precision
 from trainables.tagger import Tagger, build_tagger
-from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
 
 
 @dataclass
@@ -118,6 +118,15 @@ class NamedEntityRecognition(Task):
         **TRAINING_EXTRAS_OFFERS,
     }
     data_spec = NerDataSpec
+    # The research's BiLSTM-CRF (embedding 100, hidden 256, 1 layer, dropout 0.5; see
+    # `published_baseline` for what it does not give). Its character encoder is not given either:
+    # the character LSTM of Lample et al. (2016), the BiLSTM-CRF paper (25-dim characters, 25 per direction).
+    baselines = {
+        "bilstm_crf": published_baseline(
+            char_encoder=("lstm", {"char_dim": 25, "hidden": 25}), encoder=("bilstm", {"hidden": 256, "layers": 1}),
+            head=("crf", {}), embedding_dim=100, dropout=0.5,
+        ),
+    }
 
     def load_data(self, spec: NerDataSpec, data_root: str | None, seed: int) -> NerData:
         return load_ner(spec, data_root, seed)

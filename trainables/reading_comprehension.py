@@ -26,7 +26,7 @@ from trainables.bidaf import BiDAF, SpanScores, best_spans, build_bidaf, span_lo
 from trainables.optimization import Precision
 from trainables.data import EncodedQuestions, ReadingComprehensionData, ReadingComprehensionDataSpec, load_reading_comprehension
 from trainables.squad_metrics import squad_scores
-from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
 
 EVAL_BATCH_SIZE = 64
 # Training batches are drawn from pools of this many batches sorted by context length, so a batch
@@ -147,6 +147,16 @@ class ReadingComprehension(Task):
         **TRAINING_EXTRAS_OFFERS,
     }
     data_spec = ReadingComprehensionDataSpec
+    # The research's BiDAF (embedding 100, hidden 100, 1 layer, dropout 0.2; see
+    # `published_baseline` for what it does not give). Not given either: the character CNN, here
+    # with BiDAF's 100 filters over 25-dim characters (the smallest size our space offers), no
+    # contrastive loss term, and answers of at most 30 tokens.
+    baselines = {
+        "bidaf": published_baseline(
+            char_encoder=("cnn", {"char_dim": 25, "filters": 100}), encoder=("bilstm", {"hidden": 100, "layers": 1}),
+            decoder=("best_span", {"max_answer_length": 30}), embedding_dim=100, dropout=0.2,
+        ),
+    }
 
     def load_data(self, spec: ReadingComprehensionDataSpec, data_root: str | None, seed: int) -> ReadingComprehensionData:
         return load_reading_comprehension(spec, data_root, seed)

@@ -76,6 +76,29 @@ def build_loss(strategy: Strategy, num_classes: int) -> nn.Module:
     return LOSSES[name].build(num_classes, **params)
 
 
+def published_baseline(*, embedding_dim: int, dropout: float, **components: tuple[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A model class's published configuration as a nested config (the form of a trial's `config`).
+
+    `components` are the architecture the research gives, family -> (component, hyperparameters),
+    e.g. `encoder=("textcnn", {"filters": 128, "layers": 1})`; word embeddings of `embedding_dim`
+    trained from random initialisation, and dropout `dropout`. The research does not give the rest;
+    it is completed here, the same for every task: Adam at learning rate 1e-3, batch size 64,
+    cross-entropy, a constant learning rate, and no regularizer or add-on but dropout.
+    """
+    config: dict[str, Any] = {
+        family: {"name": name, name: dict(params)} if params else {"name": name} for family, (name, params) in components.items()
+    }
+    config.update({
+        "loss": {"name": "cross_entropy"},
+        "regularizers": {"dropout": {"enabled": True, "p": dropout}},  # every other regularizer and add-on: off
+        "optimizer": {"name": "adam", "adam": {"lr": 1e-3}},
+        "schedule": {"name": "constant"},
+        "train": {"batch_size": 64},
+        "model": {"embedding_dim": embedding_dim},
+    })
+    return config
+
+
 class Task:
     """A task adapter; see the module docstring. Subclasses set the class attributes and
     implement the methods; optional hooks are documented no-ops."""
@@ -85,6 +108,10 @@ class Task:
     metrics: ClassVar[Mapping[str, str]]  # metric reported per epoch -> "max" or "min"
     offers: ClassVar[Mapping[str, tuple[Offer, ...]]] = {}
     data_spec: ClassVar[type]
+    # The research's published configurations of the task's model classes (model class -> a
+    # nested config as `published_baseline` builds it), the first one the task's default. A study
+    # runs one of them first as its baseline (search.baselines).
+    baselines: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def load_data(self, spec: Any, data_root: str | None, seed: int) -> Any:
         """Reads and encodes the dataset once, in the driver; the result is shipped to trials."""

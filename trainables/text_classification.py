@@ -19,7 +19,7 @@ from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSplit, TextClassificationData, TextDataSpec, load_text_classification
 from trainables.models import build_text_classifier
 from trainables.optimization import Precision
-from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
 
 
 @dataclass
@@ -90,6 +90,11 @@ class TextClassification(Task):
         "consistency": (Offer(frozenset({TWO_PASSES}), why="logits over the labels"),),
     }
     data_spec = TextDataSpec
+    # The research's Table 8 (see `published_baseline` for what it does not give).
+    baselines = {
+        "textcnn": published_baseline(encoder=("textcnn", {"filters": 128, "layers": 1}), embedding_dim=300, dropout=0.5),
+        "bilstm": published_baseline(encoder=("bilstm", {"hidden": 128, "layers": 2}), embedding_dim=300, dropout=0.5),
+    }
 
     def load_data(self, spec: TextDataSpec, data_root: str | None, seed: int) -> TextClassificationData:
         return load_text_classification(spec, data_root, seed)

@@ -313,9 +313,23 @@ def resolve_in_space(values: Mapping[str, Any], space: Space, *, exact: Collecti
         elif key in flat:
             adapted.append(f"{key}: {wanted!r} -> {flat[key]!r}")
     for key, value in flat.items():
-        if key not in values and key in trial.params:
+        if key not in values and key in trial.params and not _off_in_opt_in_family(key, value, space):
             adapted.append(f"{key}: (not given) -> {value!r}")
     return Resolved(flat, trial.params, adapted, outside)
+
+
+def _off_in_opt_in_family(key: str, value: Any, space: Space) -> bool:
+    """Whether `key = value` leaves an opt-in family (adversarial, averaging, ...) off: a config that
+    does not mention such a family means it off, so that is no adaptation."""
+    from spaces import SEPARATOR, choice_key, enabled_key
+
+    family = key.split(SEPARATOR, 1)[0]
+    family_space = space.families.get(family)
+    if family_space is None or not family_space.registry.opt_in:
+        return False
+    if key == choice_key(family):
+        return family_space.registry[value].build is None  # `none`, `default`: nothing to build
+    return any(key == enabled_key(family, name) for name in family_space.registry.names()) and value is False
 
 
 def _space_rule(key: str, flat: Mapping[str, Any], trial: _FittingTrial) -> str:

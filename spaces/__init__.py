@@ -15,6 +15,7 @@ from spaces._base import Categorical, Component, Fixed, Float, Int, Offer, Regis
 from spaces._space import FamilySpace, Space, build_space, categorical_choices, suggest
 from spaces._support import unsupported
 from spaces._strategy import (
+    SEPARATOR,
     ConfigError,
     Strategy,
     choice_key,
@@ -89,6 +90,6 @@ READING_COMPREHENSION = {
 __all__ = [
     "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "CONSISTENCY", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "HEADS", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "at_least", "between", "positive", "unsupported", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
-    "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
+    "SEPARATOR", "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
     "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",
 ]

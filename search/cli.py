@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", metavar="JSON", help="the `data` section as JSON or YAML (overrides the file)")
     train.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                        help="one config value, named as in the DB (loss/name=focal, loss/focal/gamma=2.0); repeatable")
-    train.add_argument("--out", default="trained", metavar="DIR", help="model.pt, vocab.json, metrics.json, config.yaml (default: ./trained)")
+    train.add_argument("--out", default="trained", metavar="DIR", help="model.safetensors, vocab.json, metrics.json, config.yaml (default: ./trained)")
     train.add_argument("--data-root", help="folder with local copies of datasets (default: $SEARCH_DATA_ROOT)")
     train.add_argument("--max-epochs", type=int, help="epochs (default: the study's max_epochs)")
 
@@ -415,7 +415,7 @@ def _train(args: argparse.Namespace) -> int:
     # Errors name the file's fields, or the flags where the config (partly) came from flags.
     path = config_file if config_file is not None and not args.settings else FLAGS
     result = train_document(document, path=path, out_dir=args.out, data_root=args.data_root, max_epochs=args.max_epochs)
-    print(f"wrote {args.out}/model.pt, vocab.json, metrics.json, config.yaml")
+    print(f"wrote {args.out}/model.safetensors, vocab.json, metrics.json, config.yaml")
     return 0 if result else 1
 
 

@@ -344,7 +344,8 @@ def _build_tuner(
     from search.searcher import TrialRecorder
 
     config = run.config
-    searcher = _make_searcher(config, run.storage)
+    results_root = _storage_path(storage_path or config.storage_path)
+    searcher = _make_searcher(config, run.storage, checkpoint_root=results_root)
     settings = _trial_settings(config)
     progress = [ProgressPrinter(config.metric, config.mode, config.budget.max_epochs, remaining, searcher.trial_number, run.log)] if verbose else []
     runnable = tune.with_parameters(guard_trial(trainable or run.task.trainable), data=run.data, settings=settings)
@@ -362,7 +363,7 @@ def _build_tuner(
         ),
         run_config=tune.RunConfig(
             name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=_storage_path(storage_path or config.storage_path),
+            storage_path=results_root,
             callbacks=[TrialRecorder(searcher), *progress],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Retries lost workers/nodes from the last checkpoint; the trial's own errors are
@@ -374,8 +375,9 @@ def _build_tuner(
     return _Tuning(tuner, searcher, settings)
 
 
-def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage) -> RecordingOptunaSearch:
-    """Ray's OptunaSearch on this study, recording in it what actually happened to each trial."""
+def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage, checkpoint_root: str | None = None) -> RecordingOptunaSearch:
+    """Ray's OptunaSearch on this study, recording in it what actually happened to each trial;
+    re-queued trials resume only from checkpoints under `checkpoint_root` (the run's storage path)."""
     from search.searcher import RecordingOptunaSearch
 
     return RecordingOptunaSearch(
@@ -385,6 +387,7 @@ def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage) ->
         study_name=config.name, storage=storage,
         max_epochs=config.budget.max_epochs,
         describe=describe_strategy,
+        checkpoint_root=checkpoint_root,
     )
 
 

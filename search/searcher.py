@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,6 +36,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search import recovery
 from search.trial import RESUME_FROM_KEY
+from trainables.runner import RESUME_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _NOT_METRICS = {
     "epoch", "param_count", "timestamp", "checkpoint_dir_name", "should_checkpoint", "done",
     TRAINING_ITERATION, "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname",
     "node_ip", "time_since_restore", "iterations_since_restore", "config", "experiment_tag",
-    "trial_error", "trial_traceback",
+    "trial_error", "trial_traceback", RESUME_NOTE,
 }
 
 
@@ -60,11 +60,18 @@ class RecordingOptunaSearch(OptunaSearch):
         *args: Any,
         max_epochs: int,
         describe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        checkpoint_root: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """`describe(config)` returns user attributes recorded when a trial starts."""
+        """`describe(config)` returns user attributes recorded when a trial starts.
+        `checkpoint_root`: this run's storage path; a re-queued trial resumes only from a
+        checkpoint under it (see `recovery.trusted_checkpoint`)."""
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
+        self._checkpoint_root = checkpoint_root
+        # Optuna trial number -> (epoch, earlier values) of a re-queued trial handed a checkpoint,
+        # until its first result says whether its worker resumed from it.
+        self._resume_pending: dict[int, tuple[int, dict[int, float]]] = {}
         self._describe = describe
         self._last_step: dict[int, int] = {}  # Optuna trial number -> last epoch recorded
         self._counted_params: set[int] = set()
@@ -102,20 +109,40 @@ class RecordingOptunaSearch(OptunaSearch):
         return config
 
     def _resume_point(self, ot_trial: optuna.Trial) -> str | None:
-        """For a re-queued trial with a checkpoint still on disk: carries over its earlier epochs
-        and returns the checkpoint directory."""
+        """For a re-queued trial with a checkpoint still on disk under this run's storage path: the
+        checkpoint directory; its earlier epochs are carried over once the worker has loaded it."""
         attrs = ot_trial.user_attrs
-        path = attrs.get(recovery.RESUME_CHECKPOINT)
-        if not path:
+        if not attrs.get(recovery.RESUME_CHECKPOINT):
             return None
-        if not os.path.isdir(path):
-            ot_trial.set_user_attr("resume_note", f"checkpoint {path} is gone: trained from the start")
+        path, refusal = recovery.trusted_checkpoint(attrs[recovery.RESUME_CHECKPOINT], self._checkpoint_root)
+        if path is None:
+            ot_trial.set_user_attr(RESUME_NOTE, refusal)
             return None
-        for step, value in sorted((int(k), v) for k, v in attrs.get(recovery.RESUME_VALUES, {}).items()):
-            ot_trial.report(float(value), step)
-        ot_trial.set_user_attr("resumed_from_epoch", int(attrs[recovery.RESUME_EPOCH]))
-        self._last_step[ot_trial.number] = int(attrs[recovery.RESUME_EPOCH])
+        try:
+            epoch = int(attrs[recovery.RESUME_EPOCH])
+            values = {int(step): float(value) for step, value in attrs.get(recovery.RESUME_VALUES, {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            ot_trial.set_user_attr(RESUME_NOTE, f"checkpoint {path} not loaded: its recorded epoch or values are malformed ({error}); trained from the start")
+            return None
+        self._resume_pending[ot_trial.number] = (epoch, values)
         return path
+
+    def _settle_resume(self, ot_trial: optuna.Trial, result: Mapping[str, Any]) -> None:
+        """At a re-queued trial's first result: the worker resumed after the checkpoint's epoch
+        (its earlier epochs are carried over) or refused the checkpoint and trained from the start
+        (its note is recorded)."""
+        pending = self._resume_pending.pop(ot_trial.number, None)
+        if pending is None:
+            return
+        if result.get(RESUME_NOTE):
+            ot_trial.set_user_attr(RESUME_NOTE, str(result[RESUME_NOTE]))
+            return
+        epoch, values = pending
+        for step, value in sorted(values.items()):
+            if step <= epoch:
+                ot_trial.report(value, step)
+        ot_trial.set_user_attr("resumed_from_epoch", epoch)
+        self._last_step[ot_trial.number] = max(self._last_step.get(ot_trial.number, 0), epoch)
 
     def record_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
         """The trial's latest checkpoint: what a later run resumes it from if this driver dies."""
@@ -136,6 +163,7 @@ class RecordingOptunaSearch(OptunaSearch):
         if "trial_error" in result:
             return  # the trial's own error report, not an epoch
         ot_trial = self._ot_trials[trial_id]
+        self._settle_resume(ot_trial, result)
         step = result_epoch(result)
         if self._last_step.get(ot_trial.number, 0) >= step:
             return  # already recorded

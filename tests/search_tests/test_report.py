@@ -248,4 +248,4 @@ def test_bad_input_gives_one_line_and_exit_2(case: str, tmp_path: Path, capsys: 
     for fragment in expected:
         assert fragment in err, err
     assert snapshot(tmp_path / "r.db") == before
-    assert not (tmp_path / "out" / "model.pt").exists()
+    assert not (tmp_path / "out" / "model.safetensors").exists()

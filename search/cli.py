@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
     dashboard.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
-    dashboard.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only; the dashboard has no authentication, see README)")
     dashboard.add_argument("--port", type=int, default=8080)
     return parser
 
@@ -435,6 +435,9 @@ def _dashboard(storage_url: str, host: str, port: int) -> int:
             pass
 
     storage = _open_existing(storage_url)
+    warning = _unauthenticated_exposure(host, port)
+    if warning:
+        print(f"search: warning: {warning}", file=sys.stderr, flush=True)
     try:
         server = make_server(host, port, wsgi(storage), server_class=ThreadedServer, handler_class=QuietHandler)
     except OSError as error:
@@ -442,6 +445,25 @@ def _dashboard(storage_url: str, host: str, port: int) -> int:
     print(f"optuna-dashboard on http://{host}:{port}/dashboard for {display_url(storage_url)} (Ctrl-C stops it)", flush=True)
     server.serve_forever()
     return 0
+
+
+def _unauthenticated_exposure(host: str, port: int) -> str | None:
+    """What serving the dashboard on `host` exposes, or None when only this machine can reach it
+    (every address `host` names is loopback). An unresolvable name is left to the server to refuse."""
+    import ipaddress
+    import socket
+
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return None
+    if addresses and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses):
+        return None
+    return (
+        f"--host {host} serves beyond this machine, and optuna-dashboard has no authentication: anyone who reaches "
+        f"port {port} can read every study in this database and change or delete them. Serve on 127.0.0.1 and reach it "
+        "through an SSH tunnel or an authenticating proxy (README: \"The dashboard on a network\")"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from search import recovery
+from search import lease, recovery
 from search.config import StudyConfig
 from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
@@ -242,9 +242,10 @@ def run_search(
     # 1) data and storage first: nothing is written before both are known to be good.
     data = _load_data(config, task, data_root, log)
     run = _SearchRun(config, task, data, open_storage(config.storage), log)
+    _refuse_if_another_driver_runs(run)
 
     # 2) Ray: local unless the caller already connected to a cluster.
-    with _connect_ray(address, ray_temp_dir, verbose, log) as cluster_resources:
+    with _connect_ray(address, ray_temp_dir, verbose, log) as cluster_resources, ExitStack() as held:
         resources, notes = _trial_resources(config, cluster_resources)
         for note in notes:
             log(f"note: {note}")
@@ -252,6 +253,7 @@ def run_search(
         # 3) The study: created, or reopened after checking it is the same kind of search; the
         # trials a dead driver left RUNNING are failed and re-queued before the budget is counted.
         study = prepare_study(run.storage, config)
+        held.callback(_study_lease(run, study).release)  # one driver per study, from here to the end
         recovery.reconcile_orphans(study, log)
         remaining = _trials_to_run(study, config, log)
         if remaining <= 0:
@@ -265,6 +267,25 @@ def run_search(
     summary.interrupted = interrupted
     summary.test_metrics = test_metrics
     return summary
+
+
+def _refuse_if_another_driver_runs(run: _SearchRun) -> None:
+    """Stops a second driver of a study before it starts Ray (`_study_lease` decides for good)."""
+    try:
+        lease.refuse_if_busy(run.storage, run.config.name, f" in {display_url(run.config.storage)}")
+    except lease.StudyBusy as error:
+        raise SearchError(str(error)) from None
+
+
+def _study_lease(run: _SearchRun, study: optuna.Study) -> lease.StudyLease:
+    """This driver's lease on the study (see `search.lease`): refused, naming the live driver,
+    when another runs it; a dead driver's lease is taken over."""
+    held = lease.StudyLease(run.storage, study._study_id, study.study_name, where=f" in {display_url(run.config.storage)}")
+    try:
+        held.acquire()
+    except lease.StudyBusy as error:
+        raise SearchError(str(error)) from None
+    return held
 
 
 def _load_data(config: StudyConfig, task: Task, data_root: str | os.PathLike | None, log: Callable[[str], None]) -> Any:

@@ -139,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as error:
         from search import DataError, SearchError, SpaceError, StudyFileError
+        from search.resilient_storage import StorageUnavailable
 
-        if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError)):
+        if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError, StorageUnavailable)):
             print(f"search: error: {error}", file=sys.stderr)
             return 2
         raise

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from search import lease, recovery
 from search.config import StudyConfig
+from search.resilient_storage import ResilientRDBStorage
 from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
 from trainables.runner import TrialSettings
@@ -71,7 +72,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            storage = ResilientRDBStorage(url, engine_kwargs=engine_kwargs, display_url=display_url(url))
             break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             # Two searches starting at once on a new database both create Optuna's tables; the

@@ -85,8 +85,8 @@ class StudyLease:
         if self._held is not None:
             try:
                 _swap(self._engine, self._study_id, self._held, json.dumps(None))
-            except Exception as error:  # the study is done; a lease left behind expires as a dead driver's does
-                logger.warning("study %s: lease not released: %s", self._study_name, error)
+            except Exception as error:  # a database gone: the lease left behind expires as a dead driver's does
+                logger.info("study %s: lease not released: %s", self._study_name, error)
             self._held = None
 
     def _beat(self) -> None:
@@ -103,7 +103,7 @@ class StudyLease:
                     self._held = None
                     return
             except Exception as error:  # a busy or restarting database: the next beat tries again
-                logger.warning("study %s: lease heartbeat not recorded: %s", self._study_name, error)
+                logger.info("study %s: lease heartbeat not recorded: %s", self._study_name, error)
 
 
 def busy_reason(holder: Any, me: dict[str, Any], now: float | None = None) -> str | None:

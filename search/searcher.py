@@ -35,6 +35,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from search import recovery
+from search.resilient_storage import StorageUnavailable
 from search.trial import RESUME_FROM_KEY
 from trainables.runner import RESUME_NOTE
 
@@ -241,6 +242,8 @@ class RecordingOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("state_reason", reason)
         try:
             self._ot_study.tell(ot_trial, value, state=state)
+        except StorageUnavailable:  # the database is gone past its retry bound: the search stops
+            raise
         except Exception as exc:  # never let bookkeeping take the search down
             logger.warning("could not record trial %s as %s: %s", trial_id, state.name, exc)
         self._completed_trials.add(trial_id)
@@ -269,6 +272,8 @@ class TrialRecorder(Callback):
             self._last_beat = time.monotonic()
             try:
                 self._searcher.heartbeat()
+            except StorageUnavailable:
+                raise
             except Exception as exc:  # a busy DB must not stop the search; the next beat retries
                 logger.warning("heartbeat not recorded: %s", exc)
 

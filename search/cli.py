@@ -216,10 +216,20 @@ def _search(config: object, args: argparse.Namespace) -> int:
     if summary.interrupted:
         print(f"  interrupted: trials cut off are recorded as FAIL and re-queued with their last checkpoint; "
               f"`search resume {summary.study_name}` (or the same command) continues the study")
-    storage_flag = f" --storage {summary.storage}" if summary.storage != _default_storage() else ""
+    storage_flag = f" --storage {_password_masked(summary.storage)}" if summary.storage != _default_storage() else ""
     print(f"  next: search best {summary.study_name}{storage_flag}")
-    print(f"        optuna-dashboard {summary.storage}")
+    print(f"        optuna-dashboard {_password_masked(summary.storage)}")
     return 130 if summary.interrupted else 0
+
+
+def _password_masked(url: str) -> str:
+    """A storage URL for a command line to copy, its password shown as *** (the user fills it in)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
 
 
 def _space_line(config: object) -> str:

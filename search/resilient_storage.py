@@ -27,8 +27,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_RETRY_S = 120.0
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 8.0
 
-# Errors that a later attempt may not meet: the connection, not the statement, failed.
-_TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)
+# Errors that a later attempt may not meet: the connection, not the statement, failed (also any
+# error SQLAlchemy's dialect recognised as a disconnect: `connection_invalidated`).
+_TRANSIENT = (
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError, sqlalchemy.exc.PendingRollbackError,
+)
 # ... except these, which no wait mends.
 _FOR_GOOD = ("readonly database", "read-only", "disk is full", "no space left")
 
@@ -101,8 +105,10 @@ def _driver_message(error: BaseException) -> str:
 def _connection_error(error: BaseException) -> BaseException | None:
     """The connection error behind `error` (Optuna wraps SQLAlchemy's in StorageInternalError), or None."""
     for candidate in (error, error.__cause__, error.__context__):
-        if isinstance(candidate, _TRANSIENT):
+        if isinstance(candidate, _TRANSIENT) or getattr(candidate, "connection_invalidated", False):
             return candidate
+    if isinstance(error, optuna.exceptions.StorageInternalError):
+        logger.debug("storage error not retried: %r (cause %r)", error, error.__cause__)
     return None
 
 

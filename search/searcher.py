@@ -22,6 +22,7 @@ checkpoint in a new run starts at Ray iteration 1 but at epoch k + 1.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -55,6 +56,21 @@ def result_epoch(result: Mapping[str, Any]) -> int:
     return int(result.get("epoch", result[TRAINING_ITERATION]))
 
 
+def _stop_if_storage_gone(hook: Callable[..., None]) -> Callable[..., None]:
+    """A searcher hook whose `StorageUnavailable` ends the search cleanly: Ray swallows errors
+    raised in some hooks (logging their traceback) and wraps others, so the error is kept and
+    raised from `TrialRecorder.on_step_begin`, and again after the run by `close_unfinished`."""
+
+    @functools.wraps(hook)
+    def guarded(self: RecordingOptunaSearch, *args: Any, **kwargs: Any) -> None:
+        try:
+            hook(self, *args, **kwargs)
+        except StorageUnavailable as error:
+            self.storage_gone = self.storage_gone or error
+
+    return guarded
+
+
 class RecordingOptunaSearch(OptunaSearch):
     def __init__(
         self,
@@ -78,6 +94,8 @@ class RecordingOptunaSearch(OptunaSearch):
         self._counted_params: set[int] = set()
         self._driver = recovery.driver_identity()
         self._failed_awaiting_reason: set[str] = set()
+        # Set when the database stayed away past its retry bound (see `_stop_if_storage_gone`).
+        self.storage_gone: StorageUnavailable | None = None
 
     @property
     def study(self) -> optuna.Study:
@@ -145,6 +163,7 @@ class RecordingOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("resumed_from_epoch", epoch)
         self._last_step[ot_trial.number] = max(self._last_step.get(ot_trial.number, 0), epoch)
 
+    @_stop_if_storage_gone
     def record_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
         """The trial's latest checkpoint: what a later run resumes it from if this driver dies."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -158,6 +177,7 @@ class RecordingOptunaSearch(OptunaSearch):
             if trial_id not in self._completed_trials:
                 ot_trial.set_user_attr("heartbeat", now)
 
+    @_stop_if_storage_gone
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
@@ -181,6 +201,7 @@ class RecordingOptunaSearch(OptunaSearch):
             restores = list(ot_trial.user_attrs.get("restored_at_epochs", []))
             ot_trial.set_user_attr("restored_at_epochs", [*restores, step - 1])
 
+    @_stop_if_storage_gone
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
@@ -213,6 +234,7 @@ class RecordingOptunaSearch(OptunaSearch):
         else:
             self._finish(trial_id, TrialState.PRUNED, None, f"stopped by ASHA after epoch {epochs} of {self._max_epochs}")
 
+    @_stop_if_storage_gone
     def record_failure(self, trial_id: str, error: str, traceback_tail: str = "") -> None:
         """Called by `TrialRecorder` with the error Tune recorded for a crashed trial."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -235,6 +257,8 @@ class RecordingOptunaSearch(OptunaSearch):
             if trial.state == TrialState.RUNNING:
                 recovery.fail_and_requeue(self._ot_study, trial, "interrupted: the search stopped before this trial finished")
             self._completed_trials.add(trial_id)
+        if self.storage_gone is not None:
+            raise self.storage_gone  # instead of whatever Ray made of it: the user's one line
         return len(cut_off)
 
     def _finish(self, trial_id: str, state: TrialState, value: float | None, reason: str) -> None:
@@ -268,6 +292,8 @@ class TrialRecorder(Callback):
             self._searcher.record_checkpoint(trial.trial_id, checkpoint.path, int(epoch))
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._searcher.storage_gone is not None:
+            raise self._searcher.storage_gone  # Ray lets an error raised here end the run
         if time.monotonic() - self._last_beat >= self._heartbeat_s:
             self._last_beat = time.monotonic()
             try:

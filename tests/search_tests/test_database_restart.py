@@ -22,13 +22,14 @@ from tests.conftest import REPO_ROOT, toy_study_yaml
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 TRIALS, MAX_EPOCHS = 6, 4
+PASSWORD = "pw-restart-7f3a"  # unlike the user name: a printed password would show
 
 
 @pytest.fixture()
 def server() -> Iterator[PostgresServer]:
     """A server of its own: stopping the session's would break the other tests."""
     try:
-        with restartable_postgres_server() as handle:
+        with restartable_postgres_server(password=PASSWORD) as handle:
             yield handle
     except PostgresUnavailable as error:
         pytest.skip(str(error))
@@ -84,8 +85,9 @@ def test_a_database_restart_mid_search_is_waited_out_and_loses_nothing(server: P
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, out[-3000:] + err[-3000:]
+    assert process.returncode == 0, out[-2000:] + err[-12000:]
     assert "Traceback" not in err and "search: error" not in err, err
+    assert PASSWORD not in out + err and "search:***@" in out
     trials = assert_study_whole(server.url)
     assert len(trials) == TRIALS  # nothing failed, nothing re-run: every result waited for the database
 
@@ -111,6 +113,7 @@ def test_a_long_outage_stops_the_search_in_one_line_and_resume_completes_it(serv
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert PASSWORD not in out + err + resumed.stdout + resumed.stderr
     trials = assert_study_whole(server.url)
     cut_off = [t for t in trials if t.state == TrialState.FAIL]
     assert cut_off and all(t.user_attrs.get("interrupted") for t in cut_off)  # re-queued, not counted

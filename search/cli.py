@@ -83,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", metavar="JSON", help="the `data` section as JSON or YAML (overrides the file)")
     train.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                        help="one config value, named as in the DB (loss/name=focal, loss/focal/gamma=2.0); repeatable")
-    train.add_argument("--out", default="trained", metavar="DIR", help="model.pt, vocab.json, metrics.json, config.yaml (default: ./trained)")
+    train.add_argument("--out", default="trained", metavar="DIR", help="model.safetensors, vocab.json, metrics.json, config.yaml (default: ./trained)")
     train.add_argument("--data-root", help="folder with local copies of datasets (default: $SEARCH_DATA_ROOT)")
     train.add_argument("--max-epochs", type=int, help="epochs (default: the study's max_epochs)")
 
     dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
     dashboard.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
-    dashboard.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only; the dashboard has no authentication, see README)")
     dashboard.add_argument("--port", type=int, default=8080)
     return parser
 
@@ -139,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as error:
         from search import DataError, SearchError, SpaceError, StudyFileError
+        from search.resilient_storage import StorageUnavailable
 
-        if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError)):
+        if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError, StorageUnavailable)):
             print(f"search: error: {error}", file=sys.stderr)
             return 2
         raise
@@ -218,10 +219,20 @@ def _search(config: object, args: argparse.Namespace) -> int:
     if summary.interrupted:
         print(f"  interrupted: trials cut off are recorded as FAIL and re-queued with their last checkpoint; "
               f"`search resume {summary.study_name}` (or the same command) continues the study")
-    storage_flag = f" --storage {summary.storage}" if summary.storage != _default_storage() else ""
+    storage_flag = f" --storage {_password_masked(summary.storage)}" if summary.storage != _default_storage() else ""
     print(f"  next: search best {summary.study_name}{storage_flag}")
-    print(f"        optuna-dashboard {summary.storage}")
+    print(f"        optuna-dashboard {_password_masked(summary.storage)}")
     return 130 if summary.interrupted else 0
+
+
+def _password_masked(url: str) -> str:
+    """A storage URL for a command line to copy, its password shown as *** (the user fills it in)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
 
 
 def _space_line(config: object) -> str:
@@ -456,7 +467,7 @@ def _train(args: argparse.Namespace) -> int:
     # Errors name the file's fields, or the flags where the config (partly) came from flags.
     path = config_file if config_file is not None and not args.settings else FLAGS
     result = train_document(document, path=path, out_dir=args.out, data_root=args.data_root, max_epochs=args.max_epochs)
-    print(f"wrote {args.out}/model.pt, vocab.json, metrics.json, config.yaml")
+    print(f"wrote {args.out}/model.safetensors, vocab.json, metrics.json, config.yaml")
     return 0 if result else 1
 
 
@@ -476,6 +487,9 @@ def _dashboard(storage_url: str, host: str, port: int) -> int:
             pass
 
     storage = _open_existing(storage_url)
+    warning = _unauthenticated_exposure(host, port)
+    if warning:
+        print(f"search: warning: {warning}", file=sys.stderr, flush=True)
     try:
         server = make_server(host, port, wsgi(storage), server_class=ThreadedServer, handler_class=QuietHandler)
     except OSError as error:
@@ -483,6 +497,25 @@ def _dashboard(storage_url: str, host: str, port: int) -> int:
     print(f"optuna-dashboard on http://{host}:{port}/dashboard for {display_url(storage_url)} (Ctrl-C stops it)", flush=True)
     server.serve_forever()
     return 0
+
+
+def _unauthenticated_exposure(host: str, port: int) -> str | None:
+    """What serving the dashboard on `host` exposes, or None when only this machine can reach it
+    (every address `host` names is loopback). An unresolvable name is left to the server to refuse."""
+    import ipaddress
+    import socket
+
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return None
+    if addresses and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses):
+        return None
+    return (
+        f"--host {host} serves beyond this machine, and optuna-dashboard has no authentication: anyone who reaches "
+        f"port {port} can read every study in this database and change or delete them. Serve on 127.0.0.1 and reach it "
+        "through an SSH tunnel or an authenticating proxy (README: \"The dashboard on a network\")"
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 DIRECTIONS = {"maximize": "max", "minimize": "min"}
+# numpy's legacy seeding (np.random.seed, which every trial calls) takes 32-bit seeds only.
+MAX_SEED = 2**32 - 1
 
 
 class StudyFileError(ValueError):
@@ -30,8 +32,14 @@ class StudyFileError(ValueError):
 
     def __init__(self, path: str | os.PathLike, field: str, message: str) -> None:
         self.path, self.field, self.message = str(path), field, message
-        where = f"field `{field}`: " if field else ""
-        super().__init__(f"{path}: {where}{message}")
+        where = f"field `{_one_line(field)}`: " if field else ""
+        super().__init__(f"{path}: {where}{_one_line(message)}")
+
+
+def _one_line(text: str) -> str:
+    """`text` with control characters escaped: a key or value read from the file may hold a
+    newline, and the error must stay one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,8 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         reduction_factor=asha_reader.number("reduction_factor", Asha.reduction_factor, minimum=2),
     )
 
-    space_spec = raw.get("space") or {}
+    space_spec = raw.get("space")
+    space_spec = {} if space_spec is None else space_spec  # `space:` left empty: every default
     try:
         space = build_space(space_spec, task.registries, offers=task.offers, task=task.name)
     except SpaceError as error:
@@ -185,7 +194,7 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         path=path,
         name=top.string("name", default_name),
         task=task_name,
-        seed=top.integer("seed", 0, minimum=0),
+        seed=top.integer("seed", 0, minimum=0, maximum=MAX_SEED),
         data=task.data_spec.from_section(top.section("data")),
         metric=metric,
         direction=direction,
@@ -224,7 +233,8 @@ def load_study_file(path: str | os.PathLike) -> StudyConfig:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
+        # A reader error (a control character, bad UTF-8) has no `problem`, and several lines.
+        problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
         raise StudyFileError(path, "", f"is not valid YAML{where}: {problem}") from None
     return parse_study(raw, str(path), default_name=path.stem)
 

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from search import recovery
+from search import lease, recovery
 from search.config import StudyConfig
 from search.start import BaselineComparison, compare_with_baseline, load_warm_start, queue_first_trials, record_sampler
+from search.resilient_storage import ResilientRDBStorage
 from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
 from trainables.runner import TrialSettings
@@ -73,7 +74,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            storage = ResilientRDBStorage(url, engine_kwargs=engine_kwargs, display_url=display_url(url))
             break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             # Two searches starting at once on a new database both create Optuna's tables; the
@@ -242,10 +243,11 @@ def run_search(
     # 1) data and storage first: nothing is written before both are known to be good.
     data = _load_data(config, task, data_root, log)
     run = _SearchRun(config, task, data, open_storage(config.storage), log)
+    _refuse_if_another_driver_runs(run)
     warm_start = load_warm_start(config)  # refused here, before anything is written, when incompatible
 
     # 2) Ray: local unless the caller already connected to a cluster.
-    with _connect_ray(address, ray_temp_dir, verbose, log) as cluster_resources:
+    with _connect_ray(address, ray_temp_dir, verbose, log) as cluster_resources, ExitStack() as held:
         resources, notes = _trial_resources(config, cluster_resources)
         for note in notes:
             log(f"note: {note}")
@@ -253,6 +255,7 @@ def run_search(
         # 3) The study: created, or reopened after checking it is the same kind of search; the
         # trials a dead driver left RUNNING are failed and re-queued before the budget is counted.
         study = prepare_study(run.storage, config)
+        held.callback(_study_lease(run, study).release)  # one driver per study, from here to the end
         recovery.reconcile_orphans(study, log)
         remaining = _trials_to_run(study, config, log)
         if remaining <= 0:
@@ -270,6 +273,25 @@ def run_search(
     summary.interrupted = interrupted
     summary.test_metrics = test_metrics
     return summary
+
+
+def _refuse_if_another_driver_runs(run: _SearchRun) -> None:
+    """Stops a second driver of a study before it starts Ray (`_study_lease` decides for good)."""
+    try:
+        lease.refuse_if_busy(run.storage, run.config.name, f" in {display_url(run.config.storage)}")
+    except lease.StudyBusy as error:
+        raise SearchError(str(error)) from None
+
+
+def _study_lease(run: _SearchRun, study: optuna.Study) -> lease.StudyLease:
+    """This driver's lease on the study (see `search.lease`): refused, naming the live driver,
+    when another runs it; a dead driver's lease is taken over."""
+    held = lease.StudyLease(run.storage, study._study_id, study.study_name, where=f" in {display_url(run.config.storage)}")
+    try:
+        held.acquire()
+    except lease.StudyBusy as error:
+        raise SearchError(str(error)) from None
+    return held
 
 
 def _load_data(config: StudyConfig, task: Task, data_root: str | os.PathLike | None, log: Callable[[str], None]) -> Any:
@@ -349,7 +371,8 @@ def _build_tuner(
     from search.searcher import TrialRecorder
 
     config = run.config
-    searcher = _make_searcher(config, run.storage)
+    results_root = _storage_path(storage_path or config.storage_path)
+    searcher = _make_searcher(config, run.storage, checkpoint_root=results_root)
     settings = _trial_settings(config)
     progress = [ProgressPrinter(config.metric, config.mode, config.budget.max_epochs, remaining, searcher.trial_number, run.log)] if verbose else []
     runnable = tune.with_parameters(guard_trial(trainable or run.task.trainable), data=run.data, settings=settings)
@@ -368,7 +391,7 @@ def _build_tuner(
         ),
         run_config=tune.RunConfig(
             name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=_storage_path(storage_path or config.storage_path),
+            storage_path=results_root,
             callbacks=[TrialRecorder(searcher), *progress],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Retries lost workers/nodes from the last checkpoint; the trial's own errors are
@@ -380,8 +403,9 @@ def _build_tuner(
     return _Tuning(tuner, searcher, settings)
 
 
-def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage) -> RecordingOptunaSearch:
-    """Ray's OptunaSearch on this study, recording in it what actually happened to each trial."""
+def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage, checkpoint_root: str | None = None) -> RecordingOptunaSearch:
+    """Ray's OptunaSearch on this study, recording in it what actually happened to each trial;
+    re-queued trials resume only from checkpoints under `checkpoint_root` (the run's storage path)."""
     from search.sampler import SamplerChoice, build_sampler
     from search.searcher import RecordingOptunaSearch
 
@@ -392,6 +416,7 @@ def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage) ->
         study_name=config.name, storage=storage,
         max_epochs=config.budget.max_epochs,
         describe=describe_strategy,
+        checkpoint_root=checkpoint_root,
     )
 
 

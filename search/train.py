@@ -4,8 +4,9 @@ The config comes from a file (`search export --format yaml|json`) or as flags
 (`search export --format cli`: `--task`, `--metric`, `--seed`, `--max-epochs`, `--data`, and one
 `--set KEY=VALUE` per config value, keys named as Optuna names the parameters: `loss/focal/gamma`).
 
-Writes to the output folder: `model.pt` (weights), `vocab.json` (vocabulary and label maps),
-`metrics.json` (dev metrics per epoch, final dev and test metrics) and `config.yaml` (what ran).
+Writes to the output folder: `model.safetensors` (weights; no pickle, so a shared model runs no
+code when loaded), `vocab.json` (vocabulary and label maps), `metrics.json` (dev metrics per epoch,
+final dev and test metrics) and `config.yaml` (what ran, which rebuilds the model).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from search.config import StudyFileError, parse_data_section
 from search.export import parse_value
 from search.tasks import TASKS, Task, get_task
 from spaces import ConfigError, Strategy, is_flat_key, with_overrides
-from trainables.runner import TrialSettings
+from trainables.runner import WEIGHTS_FILE, TrialSettings, load_state, save_weights
 
 FLAGS = "search train flags"  # the "file" named in errors about a config given as flags
 
@@ -65,8 +65,7 @@ def train_document(
         history.append(metrics)
         log(f"epoch {metrics['epoch']}: {document['metric']} {metrics[document['metric']]:.4f}")
         if checkpoint_dir:
-            state = torch.load(Path(checkpoint_dir) / "state.pt", map_location="cpu", weights_only=False)
-            torch.save({"model": state["model"]}, out / "model.pt")
+            save_weights(load_state(checkpoint_dir)["model"], out / WEIGHTS_FILE)
 
     task.trainable(document["config"], data, settings, report)
     result: dict[str, Any] = {"dev": history[-1], "epochs": history}

@@ -68,9 +68,11 @@ def build_space(
     `offers` (family -> what the task gives its components) leaves out, or refuses where the
     study names them, components that cannot work with `task` (see `spaces._support`).
     """
-    spec = dict(spec or {})
+    if spec is None:
+        spec = {}
     if not isinstance(spec, Mapping):
         raise SpaceError(where, f"expected a mapping of families, got {spec!r}")
+    spec = dict(spec)
     known = list(registries) + list(GLOBAL_PARAMS)
     unknown = [k for k in spec if k not in known]
     if unknown:
@@ -103,7 +105,7 @@ def _family_space(reg: Registry, value: Any, where: str) -> FamilySpace:
         allowed_keys = {"choices", "params"} if reg.kind == "choice" else {"search", "always", "params"}
         extra = set(value) - allowed_keys
         if extra:
-            raise SpaceError(f"{where}.{sorted(extra)[0]}", f"unknown key; accepted: {', '.join(sorted(allowed_keys))}")
+            raise SpaceError(f"{where}.{sorted(map(str, extra))[0]}", f"unknown key; accepted: {', '.join(sorted(allowed_keys))}")
         list_key = "choices" if reg.kind == "choice" else "search"
         candidates = value.get(list_key, reg.names() if reg.kind == "choice" else [])
         if isinstance(candidates, str):
@@ -117,6 +119,9 @@ def _family_space(reg: Registry, value: Any, where: str) -> FamilySpace:
         raise SpaceError(where, f"{value!r} is not a component name, a list of names or a mapping; accepted names: {accepted}")
 
     where_list = where if not isinstance(value, Mapping) else where_list
+    for listed, where_listed in ((candidates, where_list), (always, f"{where}.always")):
+        if not isinstance(listed, (list, tuple)):
+            raise SpaceError(where_listed, f"{listed!r} is not a component name or a list of names; accepted names: {accepted}")
     for name in [*candidates, *always]:
         if not isinstance(name, str) or name not in reg.components:
             raise SpaceError(where_list, f"{name!r} is not a known {reg.family}; accepted: {accepted}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +33,11 @@ from trainables.task import Task, TrialModel
 # metrics, checkpoint directory (or None) -> None. Ray's `tune.report` in a search; tests may
 # pass a plain function so that the loop runs without Ray.
 Reporter = Callable[[dict[str, Any], "str | None"], None]
+
+# What `search train` writes: the model's weights, as safetensors.
+WEIGHTS_FILE = "model.safetensors"
+# Result key: why a re-queued trial did not resume from its checkpoint (it trained from the start).
+RESUME_NOTE = "resume_note"
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
     modules = {"model": model, "optimization": optimization, "loss": trial.loss}  # what a checkpoint holds
     if extras.average is not None:
         modules["averaging"] = extras.average
-    first_epoch = _resume(modules, rng, settings.resume_from) if in_tune else 1
+    first_epoch, resume_note = _resume(modules, rng, settings.resume_from, from_tune=in_tune)
     param_count = count_parameters(model)
 
     trial_seconds = 0.0
@@ -115,6 +121,8 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
         }
         if extras.loss_terms:
             metrics["train_contrastive_loss"] = terms_total / examples
+        if resume_note is not None:  # the searcher records it on the trial (once: the first epoch)
+            metrics[RESUME_NOTE], resume_note = resume_note, None
         _report_epoch(report, metrics, settings, modules, rng, epoch)
 
 
@@ -215,20 +223,48 @@ def _start(settings: TrialSettings, report: Reporter | None) -> tuple[Reporter, 
     return (report, False) if report is not None else (_ray_reporter(), True)
 
 
-def _resume(modules: dict[str, Any], rng: np.random.Generator, resume_from: str | None = None) -> int:
-    """Loads the checkpoint Tune hands this trial, else the one of an interrupted earlier run
-    (`resume_from`), into `modules` (name -> object with load_state_dict) and `rng`; returns the
-    first epoch still to train."""
-    with _ray_checkpoint_dir() as directory:
-        state = load_state(directory)
+def _resume(
+    modules: dict[str, Any], rng: np.random.Generator, resume_from: str | None = None, *, from_tune: bool = True,
+) -> tuple[int, str | None]:
+    """Loads the checkpoint Tune hands this trial (`from_tune`), else the one of an interrupted
+    earlier run (`resume_from`), into `modules` (name -> object with load_state_dict) and `rng`.
+    Returns the first epoch still to train, and why `resume_from` was not used if it was refused."""
+    state, note = None, None
+    if from_tune:
+        with _ray_checkpoint_dir() as directory:
+            state = load_state(directory)
     if state is None and resume_from:
-        state = load_state(resume_from)
+        state, note = _load_requeued_checkpoint(resume_from)
     if state is None:
-        return 1
+        return 1, note
     for name, module in modules.items():
         module.load_state_dict(state[name])
-    rng.bit_generator.state = state["rng"]
-    return state["epoch"] + 1
+    rng.bit_generator.state = _numpy_values(state["rng"])
+    return state["epoch"] + 1, None
+
+
+def _load_requeued_checkpoint(directory: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The state of a re-queued trial's checkpoint, or None and why it is not used. Its path came
+    from the study database, which others may write: a file that is not a plain checkpoint
+    (`load_state` refuses pickled objects) costs the trial its head start, not the study."""
+    try:
+        state = load_state(directory)
+    except Exception as error:
+        return None, f"checkpoint {directory} refused ({_load_error(error)}): trained from the start"
+    if state is None:
+        return None, f"checkpoint {directory} holds no state.pt: trained from the start"
+    return state, None
+
+
+def _load_error(error: BaseException) -> str:
+    """One line on why torch.load refused a file; its message for a pickled object is a paragraph
+    whose useful part follows "WeightsUnpickler error:"."""
+    text = str(error).strip()
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if detail:
+        return f"not tensors and plain values only: {detail.group(1)[:200]}"
+    lines = text.splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
 
 
 def _report_epoch(
@@ -239,6 +275,7 @@ def _report_epoch(
     if settings.checkpoint and _checkpoint_clock.due(settings, epoch):
         state = {name: module.state_dict() for name, module in modules.items()}
         state.update(rng=rng.bit_generator.state, epoch=epoch)
+        state = plain_state(state)
     with _checkpoint_dir(state) as directory:
         report(metrics, directory)
     if state is not None:
@@ -297,11 +334,60 @@ def _checkpoint_dir(state: dict[str, Any] | None) -> Iterator[str | None]:
 
 
 def load_state(directory: str | None) -> dict[str, Any] | None:
-    """A checkpoint's saved state: state.pt (a trial's checkpoint) or model.pt (what `search train` keeps)."""
+    """A checkpoint's saved state: state.pt (a trial's checkpoint), else the weights `search train`
+    keeps (model.safetensors; model.pt from before it). Never unpickles an object: torch reads
+    tensors and plain values only (`weights_only=True`) and refuses anything else."""
     if directory is None:
         return None
-    for name in ("state.pt", "model.pt"):
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            return torch.load(path, map_location="cpu", weights_only=False)
+    state_file = os.path.join(directory, "state.pt")
+    if os.path.exists(state_file):
+        return torch.load(state_file, map_location="cpu", weights_only=True)
+    weights_file = os.path.join(directory, WEIGHTS_FILE)
+    if os.path.exists(weights_file):
+        from safetensors.torch import load_file
+
+        return {"model": load_file(weights_file, device="cpu")}
+    legacy_file = os.path.join(directory, "model.pt")
+    if os.path.exists(legacy_file):
+        return torch.load(legacy_file, map_location="cpu", weights_only=True)
     return None
+
+
+def save_weights(model_state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Writes a model's state dict as safetensors (no pickle; what `load_state` reads back as
+    `{"model": ...}`). Copies every tensor: safetensors refuses tensors that share memory."""
+    from safetensors.torch import save_file
+
+    save_file({name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model_state.items()}, str(path))
+
+
+def plain_state(value: Any, where: str = "state") -> Any:
+    """`value` with tensors and plain Python values only, what `torch.load(weights_only=True)`
+    reads back: numpy scalars become Python numbers, numpy arrays tensors (`_numpy_values` turns
+    them back for the RNG). Anything else is refused here, at the first checkpoint, rather than
+    found unreadable when a trial resumes."""
+    if isinstance(value, np.generic):  # first: np.float64 is also a float, and torch refuses it
+        return value.item()
+    if isinstance(value, (torch.Tensor, str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, Mapping):
+        converted = {key: plain_state(item, f"{where}[{key!r}]") for key, item in value.items()}
+        # Unchanged containers are kept as they are: a module's state dict keeps its `_metadata`.
+        return value if all(converted[key] is value[key] for key in value) else converted
+    if isinstance(value, (list, tuple)):
+        items = [plain_state(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        if all(new is old for new, old in zip(items, value)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
+    raise TypeError(f"a checkpoint holds tensors and plain values only; {where} is a {type(value).__module__}.{type(value).__name__}")
+
+
+def _numpy_values(value: Any) -> Any:
+    """A numpy bit generator's state as `plain_state` saved it, with its arrays numpy again."""
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, Mapping):
+        return {key: _numpy_values(item) for key, item in value.items()}
+    return value

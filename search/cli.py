@@ -106,7 +106,14 @@ def _add_run_flags(command: argparse.ArgumentParser) -> None:
         help="run on an existing Ray cluster: auto, HOST:PORT (the head's GCS port) or ray://HOST:PORT "
         "(default: $SEARCH_RAY_ADDRESS, else a local Ray started for this run)",
     )
-    command.add_argument("--quiet", action="store_true", help="no progress table, only the summary")
+    command.add_argument(
+        "--ray-dashboard", action="store_true",
+        help="start Ray's dashboard with the local Ray of this search (needs pip install 'ray[default]'); "
+        "by default a search starts Ray without it",
+    )
+    output = command.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="no progress table, only the summary")
+    output.add_argument("--verbose", action="store_true", help="also Ray's own output: its banners and log lines, and the trials' logs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,6 +187,11 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _search(config: object, args: argparse.Namespace) -> int:
+    if args.ray_dashboard and args.address:
+        raise UserError(
+            f"--ray-dashboard starts Ray's dashboard with the local Ray of a search; the cluster at {args.address!r} "
+            "has the dashboard it was started with (`ray start --head --include-dashboard=true`)"
+        )
     import optuna
 
     from search import run_search
@@ -202,7 +214,8 @@ def _search(config: object, args: argparse.Namespace) -> int:
     )
     summary = run_search(
         config, data_root=args.data_root, storage_path=args.storage_path, address=args.address,
-        verbose=0 if args.quiet else 1, log=lambda line: print(f"  {line}", flush=True),
+        verbose=0 if args.quiet else 2 if args.verbose else 1, ray_dashboard=args.ray_dashboard,
+        log=lambda line: print(f"  {line}", flush=True),
     )
     minutes, seconds = divmod(int(summary.wall_seconds), 60)
     total = sum(summary.states.values())

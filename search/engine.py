@@ -7,6 +7,7 @@ or touched, so that a bad input leaves the database as it was.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 import time
@@ -227,13 +228,16 @@ def run_search(
     ray_temp_dir: str | os.PathLike | None = None,
     trainable: Callable[..., None] | None = None,
     verbose: int = 1,
+    ray_dashboard: bool = False,
     log: Callable[[str], None] = print,
 ) -> SearchSummary:
     """Runs (or continues) the study described by `config` and returns what the DB holds after.
 
     `address`: an existing Ray cluster (`auto`, `HOST:PORT` or `ray://HOST:PORT`); None starts a
     local Ray. `storage_path` (else the study's `storage_path`, else ./ray_results): where trial
-    folders and checkpoints go; on a cluster, a path every node reaches.
+    folders and checkpoints go; on a cluster, a path every node reaches. `verbose`: 0 no progress
+    lines, 1 progress lines, 2 also Ray's own output (its banners, log lines and the trials' logs).
+    `ray_dashboard`: start Ray's dashboard with the local Ray (needs `ray[default]`).
     """
     started = time.perf_counter()
     task = config.get_task()
@@ -247,7 +251,7 @@ def run_search(
     warm_start = load_warm_start(config)  # refused here, before anything is written, when incompatible
 
     # 2) Ray: local unless the caller already connected to a cluster.
-    with _connect_ray(address, ray_temp_dir, verbose, log) as cluster_resources, ExitStack() as held:
+    with _connect_ray(address, ray_temp_dir, verbose, log, dashboard=ray_dashboard) as cluster_resources, ExitStack() as held:
         resources, notes = _trial_resources(config, cluster_resources)
         for note in notes:
             log(f"note: {note}")
@@ -305,21 +309,30 @@ def _load_data(config: StudyConfig, task: Task, data_root: str | os.PathLike | N
     return data
 
 
+# Set to 1, a local Ray starts as it did before the lean start (prestarted idle workers, Ray's
+# banners and init log lines): bench/startup.py's reference side.
+CLASSIC_RAY_START_ENV = "SEARCH_CLASSIC_RAY_START"
+
+
 @contextmanager
 def _connect_ray(
     address: str | None, ray_temp_dir: str | os.PathLike | None, verbose: int, log: Callable[[str], None],
+    *, dashboard: bool = False,
 ) -> Iterator[dict[str, float]]:
     """Ray for the search, yielding the cluster's resources: the cluster at `address`, else a local
-    Ray started here. A Ray the caller already connected to is used as it is and left running."""
+    Ray started here (`_start_local_ray`). A Ray the caller already connected to is used as it is
+    and left running. Below verbose 2, none of Ray's banners reach the output."""
     import ray
 
     owns_ray = not ray.is_initialized()
+    quiet = verbose < 2 and not _classic_ray_start()
     # glibc gives each thread of a Ray worker its own malloc arena and keeps what trials free:
     # two arenas cut a reused worker's memory by about a third (bench/overhead.py).
     worker_env = {"env_vars": {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}}
     if owns_ray and address:
         try:
-            ray.init(address=address, log_to_driver=verbose >= 2, configure_logging=False, runtime_env=worker_env)
+            with _ray_warnings_hidden(quiet):
+                ray.init(address=address, log_to_driver=verbose >= 2, configure_logging=False, runtime_env=worker_env)
         except Exception as error:  # ConnectionError, version mismatch, ...: one line, no traceback
             hint = ""
             if os.environ.get("RAY_AUTH_MODE") != "token":
@@ -330,15 +343,106 @@ def _connect_ray(
             raise SearchError(f"cannot join the Ray cluster at {address!r}: {type(error).__name__}: {_first_line(error)}{hint}") from None
         log(f"ray: joined the cluster at {address} ({_describe_cluster(ray.cluster_resources())})")
     elif owns_ray:
-        ray.init(
-            include_dashboard=False, log_to_driver=verbose >= 2, configure_logging=False, runtime_env=worker_env,
-            _temp_dir=str(Path(ray_temp_dir).resolve()) if ray_temp_dir else None,
-        )
+        _start_local_ray(ray_temp_dir, verbose, worker_env, dashboard=dashboard, log=log)
     try:
-        yield ray.cluster_resources()
+        with _tune_banners_hidden(quiet):
+            yield ray.cluster_resources()
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+def _start_local_ray(
+    ray_temp_dir: str | os.PathLike | None, verbose: int, worker_env: dict[str, Any], *, dashboard: bool, log: Callable[[str], None],
+) -> None:
+    """A Ray on this machine for one search, with only what a search uses.
+
+    Ray 2.60 always starts its GCS, raylet, dashboard agent and runtime-env agent (the raylet
+    refuses to start without both agents), its autoscaler monitor and log monitor (`ray.init` has
+    no option for them), and a dashboard process, which `include_dashboard=False` keeps to a stub
+    without the web UI. What is left out: the web dashboard unless asked (`dashboard`), and the
+    idle workers Ray prestarts for the first driver, one per CPU: Tune runs every trial in an actor
+    with its own runtime environment, which a prestarted worker never matches, so they only took
+    memory (about 45 MiB each) and CPU at the start (bench/startup.py).
+
+    Where `ray.init()` finds a Ray to join instead ($RAY_ADDRESS, or a cluster `ray start` left on
+    this machine), it joins it as before: the raylet reads the prestart setting from its
+    environment when it starts, so it is handed over that way and only a raylet started here sees it.
+    """
+    import ray
+
+    options: dict[str, Any] = {
+        "log_to_driver": verbose >= 2, "runtime_env": worker_env,
+        "_temp_dir": str(Path(ray_temp_dir).resolve()) if ray_temp_dir else None,
+    }
+    if _classic_ray_start():
+        ray.init(include_dashboard=False, configure_logging=False, **options)
+        return
+    if dashboard:
+        _require_dashboard_packages()
+    with _ray_warnings_hidden(verbose < 2), _environment_default("RAY_prestart_worker_first_driver", "0"):
+        context = ray.init(include_dashboard=dashboard, configure_logging=verbose >= 2, **options)
+    if dashboard:
+        # `ray.init` turns token authentication on for a new local Ray unless told otherwise.
+        token = " (it asks for Ray's token: ~/.ray/auth_token unless $RAY_AUTH_TOKEN_PATH says otherwise)" if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+        log(f"ray: dashboard at http://{context.dashboard_url}{token}")
+
+
+def _classic_ray_start() -> bool:
+    return os.environ.get(CLASSIC_RAY_START_ENV) == "1"
+
+
+def _require_dashboard_packages() -> None:
+    """Ray's dashboard needs `ray[default]`'s packages; without them `ray.init` fails half-way,
+    after starting its GCS. `ray.dashboard.optional_deps` is Ray's own list of them."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401
+    except ImportError as error:
+        raise SearchError(
+            f"--ray-dashboard: Ray's dashboard needs packages this environment lacks ({error}); "
+            "install them with pip install 'ray[default]', or run without --ray-dashboard"
+        ) from None
+
+
+@contextmanager
+def _ray_warnings_hidden(hidden: bool) -> Iterator[None]:
+    """Ray's log lines below ERROR are dropped while `hidden`: at `ray.init`, the token
+    authentication notice and the like, which say nothing about the search."""
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    if hidden:
+        ray_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ray_logger.setLevel(level)
+
+
+@contextmanager
+def _tune_banners_hidden(hidden: bool) -> Iterator[None]:
+    """Ray Tune's start banners (the "Configuration for experiment" box, where the results are,
+    the TensorBoard command) are not printed while `hidden`. They come from Tune's default output
+    engine even at `verbose=0`; its legacy engine (`RAY_AIR_NEW_OUTPUT=0`) prints nothing at
+    `verbose=0`."""
+    if not hidden:
+        yield
+        return
+    with _environment_default("RAY_AIR_NEW_OUTPUT", "0"):
+        yield
+
+
+@contextmanager
+def _environment_default(name: str, value: str) -> Iterator[None]:
+    """`name=value` in this process's environment (and so in the processes it starts) for the
+    duration, unless the user set `name`: their value is kept."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _trials_to_run(study: optuna.Study, config: StudyConfig, log: Callable[[str], None]) -> int:

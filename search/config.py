@@ -15,7 +15,9 @@ import yaml
 
 from search.tasks import TASKS, Task, get_task
 from spaces import Space, SpaceError, Strategy, build_space
+from spaces.finetuning import pretrained_models
 from trainables.data import FieldError, Section
+from trainables.data.subwords import with_pretrained
 
 if TYPE_CHECKING:
     from search.sampler import SamplerChoice
@@ -195,7 +197,8 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         name=top.string("name", default_name),
         task=task_name,
         seed=top.integer("seed", 0, minimum=0, maximum=MAX_SEED),
-        data=task.data_spec.from_section(top.section("data")),
+        # The data is tokenized for every pretrained model the space may fine-tune.
+        data=with_pretrained(task.data_spec.from_section(top.section("data")), pretrained_models(space)),
         metric=metric,
         direction=direction,
         budget=budget,

@@ -3,7 +3,8 @@
 - `training_document`: everything `search train` needs to reproduce one trial (task, data, seed,
   epochs, resolved config) — the yaml and json formats.
 - `hf_training_arguments`: Hugging Face `TrainingArguments` fields, with every part of the
-  strategy that has no TrainingArguments equivalent listed under `unmapped`, never dropped.
+  strategy that has no TrainingArguments equivalent listed under `unmapped`, never dropped; for a
+  pretrained encoder also its `LoraConfig` fields and the model (`search.export_pretrained`).
 - `cli_command`: the same training config as flags of `search train` (the cli format).
 """
 
@@ -17,7 +18,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.export_pretrained import add_finetuning
 from spaces import Strategy, flatten
+from spaces.finetuning import pretrained_model
 
 # Our optimizer and schedule names -> TrainingArguments' `optim` and `lr_scheduler_type`.
 HF_OPTIMIZERS = {"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd", "adagrad": "adagrad", "rmsprop": "rmsprop"}
@@ -96,7 +99,10 @@ def hf_training_arguments(document: dict[str, Any]) -> dict[str, Any]:
         if rest:
             unmapped[family] = rest
     unmapped["embedding_dim"] = strategy.embedding_dim
-    return {"fields": fields, "unmapped": unmapped, "transformers": HF_VERSION_NOTE}
+    exported = {"fields": fields, "unmapped": unmapped, "transformers": HF_VERSION_NOTE}
+    if pretrained_model(strategy):
+        add_finetuning(strategy, document.get("task", ""), exported)  # TrainingArguments, LoraConfig, the model
+    return exported
 
 
 def format_value(value: Any) -> str:

@@ -6,7 +6,9 @@ The config comes from a file (`search export --format yaml|json`) or as flags
 
 Writes to the output folder: `model.safetensors` (weights; no pickle, so a shared model runs no
 code when loaded), `vocab.json` (vocabulary and label maps), `metrics.json` (dev metrics per epoch,
-final dev and test metrics) and `config.yaml` (what ran, which rebuilds the model).
+final dev and test metrics) and `config.yaml` (what ran, which rebuilds the model);
+for a strategy with a pretrained encoder also `hf/`, a Hugging Face model folder
+(`trainables.pretrained_folder`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from search.config import StudyFileError, parse_data_section
 from search.export import parse_value
 from search.tasks import TASKS, Task, get_task
 from spaces import ConfigError, Strategy, is_flat_key, with_overrides
+from spaces.finetuning import pretrained_model
+from trainables.data import FieldError
+from trainables.data.subwords import with_pretrained
 from trainables.runner import WEIGHTS_FILE, TrialSettings, load_state, save_weights
 
 FLAGS = "search train flags"  # the "file" named in errors about a config given as flags
@@ -52,6 +57,11 @@ def train_document(
         raise StudyFileError(path, "max_epochs", f"{epochs!r} is not a positive integer; set it in the file or pass --max-epochs")
     check_config(task, document["config"], path)
     spec = parse_data_section(task.name, document["data"], path)
+    model = pretrained_model(document["config"])
+    try:
+        spec = with_pretrained(spec, [model] if model else [], field="config.encoder.transformer.model")
+    except FieldError as error:
+        raise StudyFileError(path, error.field, error.message) from None
     data = task.load_data(spec, data_root, document.get("seed", 0))
     log(f"data: {data.source}")
 
@@ -72,6 +82,9 @@ def train_document(
     if getattr(data, "test", None) is not None:
         result["test"] = task.evaluate_checkpoint(document["config"], data, settings, str(out), "test")
         log(f"test: {document['metric']} {result['test'][document['metric']]:.4f}")
+    pretrained = task.save_pretrained(document["config"], data, str(out), str(out / "hf"))
+    if pretrained:
+        log(f"hugging face folder: {pretrained}")
     (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     (out / "vocab.json").write_text(json.dumps(_vocabularies(data)), encoding="utf-8")
     (out / "config.yaml").write_text(yaml.safe_dump({**document, "max_epochs": epochs}, sort_keys=False), encoding="utf-8")

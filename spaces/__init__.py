@@ -34,6 +34,7 @@ from spaces.char_encoders import CHAR_ENCODERS
 from spaces.consistency import CONSISTENCY
 from spaces.decoders import DECODERS
 from spaces.encoders import ENCODERS
+from spaces.finetuning import FINETUNE, POOLING
 from spaces.heads import HEADS
 from spaces.initialization import INITIALIZATION
 from spaces.loss_terms import LOSS_TERMS
@@ -47,8 +48,11 @@ from spaces.schedules import SCHEDULES
 TRAINING_EXTRAS = {"initialization": INITIALIZATION, "averaging": AVERAGING, "adversarial": ADVERSARIAL}
 
 # The families a text-classification study searches, in the order a strategy is sampled.
+# `finetune` and `pooling` exist only in strategies whose encoder is `transformer`.
 TEXT_CLASSIFICATION = {
     "encoder": ENCODERS,
+    "finetune": FINETUNE,
+    "pooling": POOLING,
     "addons": ADDONS,
     "loss": LOSSES,
     "regularizers": REGULARIZERS,
@@ -62,6 +66,7 @@ TEXT_CLASSIFICATION = {
 NER = {
     "char_encoder": CHAR_ENCODERS,
     "encoder": ENCODERS,
+    "finetune": FINETUNE,
     "addons": ADDONS,
     "head": HEADS,
     "loss": LOSSES,
@@ -77,6 +82,7 @@ NER = {
 READING_COMPREHENSION = {
     "char_encoder": CHAR_ENCODERS,
     "encoder": ENCODERS,
+    "finetune": FINETUNE,
     "addons": ADDONS,
     "loss": LOSSES,
     "loss_terms": LOSS_TERMS,
@@ -88,7 +94,7 @@ READING_COMPREHENSION = {
 }
 
 __all__ = [
-    "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "CONSISTENCY", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "HEADS", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "CONSISTENCY", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "at_least", "between", "positive", "unsupported", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
     "SEPARATOR", "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
     "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",

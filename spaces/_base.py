@@ -234,6 +234,9 @@ class Component:
     forms it can score, see `spaces.losses`; a regularizer: where it acts, "loop" or "model").
     A task offers each family some forms (`Offer`); the space refuses a component that supports
     none of them. Empty: it works with whatever the task offers.
+
+    `opt_in`: searched only where a study names it, never as part of an omitted family's "every
+    component" (a pretrained encoder needs a model the user chooses, and an optional extra).
     """
 
     name: str
@@ -241,6 +244,7 @@ class Component:
     build: Callable[..., Any] | None = None
     summary: str = ""
     supports: frozenset[str] = frozenset()
+    opt_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,12 +270,17 @@ class Registry:
     kind "toggle": a strategy uses any subset (add-ons, regularizers), each switched on or off.
     `opt_in`: a study that does not name the family does not search it (the family is off), so
     that adding such a family changes no existing study.
+
+    `requires = (family, component)`: the family exists only in strategies that choose that
+    component (fine-tuning settings only with the `transformer` encoder); otherwise it is not
+    sampled and not in the config. The required family must come earlier in the task's families.
     """
 
     family: str
     kind: Literal["choice", "toggle"]
     components: Mapping[str, Component]
     opt_in: bool = False
+    requires: tuple[str, str] | None = None
 
     def __getitem__(self, name: str) -> Component:
         return self.components[name]
@@ -280,8 +289,11 @@ class Registry:
         return list(self.components)
 
 
-def registry(family: str, kind: Literal["choice", "toggle"], components: Sequence[Component], *, opt_in: bool = False) -> Registry:
+def registry(
+    family: str, kind: Literal["choice", "toggle"], components: Sequence[Component], *,
+    opt_in: bool = False, requires: tuple[str, str] | None = None,
+) -> Registry:
     table = {c.name: c for c in components}
     if len(table) != len(components):
         raise ValueError(f"duplicate component names in family {family}")
-    return Registry(family, kind, table, opt_in)
+    return Registry(family, kind, table, opt_in, requires)

@@ -85,10 +85,36 @@ def build_space(
     }
     if offers:
         families = restrict_to_supported(families, spec, offers, task, where)
+    families = _keep_reachable(families, spec, where)
     globals_ = {}
     for key, default in GLOBAL_PARAMS.items():
         globals_[global_key(key)] = default.override(spec[key], f"{where}.{key}") if key in spec else default
     return Space(families, globals_)
+
+
+def _keep_reachable(families: Mapping[str, FamilySpace], spec: Mapping[str, Any], where: str) -> dict[str, FamilySpace]:
+    """`families` without those whose required component (`Registry.requires`) the space cannot
+    choose; a study that names such a family is refused, since none of its trials would use it."""
+    kept: dict[str, FamilySpace] = {}
+    for family, fs in families.items():
+        required = fs.registry.requires
+        if required is not None:
+            owner = kept.get(required[0])
+            if owner is None or required[1] not in (*owner.candidates, *owner.always):
+                if family in spec:
+                    raise SpaceError(
+                        f"{where}.{family}",
+                        f"applies only with {required[0]} {required[1]!r}, which this study does not search; "
+                        f"add {required[1]!r} to {required[0]} or leave {family} out",
+                    )
+                continue
+        kept[family] = fs
+    return kept
+
+
+def _default_names(reg: Registry) -> list[str]:
+    """What an omitted family searches: every component but those a study must name (`opt_in`)."""
+    return [name for name in reg.names() if not reg[name].opt_in]
 
 
 def _family_space(reg: Registry, value: Any, where: str) -> FamilySpace:
@@ -96,7 +122,7 @@ def _family_space(reg: Registry, value: Any, where: str) -> FamilySpace:
     params_spec: Any = {}
     always: list[str] = []
     if value is None:
-        candidates = reg.names()
+        candidates = _default_names(reg)
     elif isinstance(value, str):
         candidates = [value]
     elif isinstance(value, (list, tuple)):
@@ -107,7 +133,7 @@ def _family_space(reg: Registry, value: Any, where: str) -> FamilySpace:
         if extra:
             raise SpaceError(f"{where}.{sorted(map(str, extra))[0]}", f"unknown key; accepted: {', '.join(sorted(allowed_keys))}")
         list_key = "choices" if reg.kind == "choice" else "search"
-        candidates = value.get(list_key, reg.names() if reg.kind == "choice" else [])
+        candidates = value.get(list_key, _default_names(reg) if reg.kind == "choice" else [])
         if isinstance(candidates, str):
             candidates = [candidates]
         always = value.get("always", []) or []
@@ -166,6 +192,8 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for fam in space.families.values():
         family = fam.family
+        if not _requirement_chosen(fam.registry, config):
+            continue  # e.g. fine-tuning settings in a trial that chose a from-scratch encoder
         if fam.registry.kind == "choice":
             # A single candidate is still asked for, so every trial's params name its choice.
             chosen = trial.suggest_categorical(choice_key(family), list(fam.candidates))
@@ -205,6 +233,14 @@ def categorical_choices(space: Space) -> dict[str, tuple[Any, ...]]:
         if isinstance(param, Categorical):
             choices[flat_name] = tuple(param.choices)
     return choices
+
+
+def _requirement_chosen(reg: Registry, config: Mapping[str, Any]) -> bool:
+    """Whether the strategy sampled so far chose the component `reg` requires (if any)."""
+    if reg.requires is None:
+        return True
+    family, component = reg.requires
+    return config.get(choice_key(family)) == component or config.get(enabled_key(family, component)) is True
 
 
 def _suggest_params(trial: Any, config: dict[str, Any], family: str, component: str, params: Mapping[str, Param]) -> None:

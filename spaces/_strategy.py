@@ -119,7 +119,7 @@ _TRAINING_FAMILIES = ("initialization", "averaging", "adversarial", "consistency
 _OFF = ("none", "default")
 
 # Families read as "model" parts in a strategy's one-line summary, in this order.
-_MODEL_FAMILIES = ("char_encoder", "encoder", "addons", "head")
+_MODEL_FAMILIES = ("char_encoder", "encoder", "finetune", "pooling", "addons", "head")
 
 
 @dataclass(frozen=True)

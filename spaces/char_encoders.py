@@ -2,6 +2,8 @@
 
 They give a tagger the spelling of rare and unseen words (capitals, suffixes, digits), as in
 Ma & Hovy (2016, CNN) and Lample et al. (2016, LSTM). "none" uses word embeddings alone.
+`cnn` and `lstm` support `WORDS` only: beside a pretrained encoder's sub-words a task offers them
+nothing, so only `none` goes with the `transformer` encoder.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from spaces._base import Categorical, Component, Int, at_least, is_positive_int, registry
+from spaces.encoders import WORDS
 
 
 class CharCNN(nn.Module):
@@ -66,12 +69,14 @@ CHAR_ENCODERS = registry(
             {"char_dim": _CHAR_DIM, "filters": Int(25, 100, step=25, limits=at_least(1), doc="a number of character filters")},
             CharCNN,
             "character CNN, max-pooled (Ma & Hovy 2016)",
+            frozenset({WORDS}),
         ),
         Component(
             "lstm",
             {"char_dim": _CHAR_DIM, "hidden": Int(25, 100, step=25, limits=at_least(1), doc="a character LSTM size per direction")},
             CharLSTM,
             "character BiLSTM, final states (Lample et al. 2016)",
+            frozenset({WORDS}),
         ),
         Component("none", {}, None, "word embeddings only"),
     ],

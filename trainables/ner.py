@@ -1,13 +1,17 @@
 """Named entity recognition as a task of the trial runner: batches of sentences with their
 characters, a BiLSTM tagger with a softmax or CRF head, seqeval's entity-level scores on a split.
 
+A strategy with the `transformer` encoder trains on its model's sub-words (`data_for`): word tags
+sit at each word's first sub-token, the heads work over words, and predictions go back to every
+word of the sentence (`trainables.data.subword_tags`).
+
 Metrics are seqeval's entity-level precision, recall and F1 (micro, conlleval's default mode),
 plus F1 per entity type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 from seqeval.metrics import classification_report
+from torch import nn
 
 from spaces import NER, Offer
 from spaces import Strategy
+from spaces.encoders import SUBWORDS, WORDS
+from spaces.finetuning import pretrained_model
 from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
+from trainables.data.subword_tags import SubwordNerData, SubwordSentences, tag_batches, word_predictions
 from trainables.optimization import Precision
 from trainables.tagger import Tagger, build_tagger
 from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
@@ -69,6 +77,58 @@ def batches(split: EncodedSentences, batch_size: int, *, shuffle: bool, rng: np.
         yield TagBatch(index, torch.from_numpy(words), torch.from_numpy(chars), torch.from_numpy(tags), mask)
 
 
+@dataclass
+class SubwordTagBatch(Batch):
+    """Sentences in a pretrained model's sub-words; `tags` and `mask` are per word (the words that
+    have a sub-token, in order), as `TagBatch`'s, so the loss reads both batches alike."""
+
+    index: np.ndarray
+    ids: torch.Tensor  # [B, S] sub-token ids
+    subword_mask: torch.Tensor  # [B, S]
+    positions: torch.Tensor  # [B, W] each word's first sub-token
+    tags: torch.Tensor  # [B, W], IGNORE_INDEX at padding
+    mask: torch.Tensor  # [B, W]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def subword_batches(split: SubwordSentences, pad: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[SubwordTagBatch]:
+    for arrays in tag_batches(split, pad, batch_size, rng):
+        yield SubwordTagBatch(arrays.index, torch.from_numpy(arrays.ids), torch.from_numpy(arrays.subword_mask),
+                              torch.from_numpy(arrays.positions), torch.from_numpy(arrays.tags), torch.from_numpy(arrays.mask))
+
+
+def entity_scores(gold_sequences: list[list[str]], predicted_sequences: list[list[str]]) -> dict[str, float]:
+    """Entity-level precision, recall, F1 (micro) and F1 per type, with seqeval."""
+    report = classification_report(gold_sequences, predicted_sequences, output_dict=True, zero_division=0)
+    micro = report["micro avg"]
+    metrics = {"f1": float(micro["f1-score"]), "precision": float(micro["precision"]), "recall": float(micro["recall"])}
+    for entity_type, scores in report.items():
+        if not entity_type.endswith(" avg"):
+            metrics[f"f1_{entity_type}"] = float(scores["f1-score"])
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_subword_split(model: nn.Module, split: SubwordSentences, data: SubwordNerData, device: torch.device, precision: Precision) -> dict[str, float]:
+    """`entity_scores` over every word of every sentence: words the model did not see are "O"."""
+    model.eval()
+    gold_sequences: list[list[str]] = []
+    predicted_sequences: list[list[str]] = []
+    for batch in subword_batches(split, data.model.pad_id, 64):
+        index = batch.index
+        batch = batch.to(device)
+        with precision.autocast():
+            emissions = model(batch.ids, batch.subword_mask, batch.positions)
+        predicted = model.decode(emissions.float(), batch.mask).cpu().numpy()
+        for row, sentence in enumerate(index):
+            first, gold = split.sentence(int(sentence))
+            gold_sequences.append([data.tags[t] for t in gold])
+            predicted_sequences.append([data.tags[t] for t in word_predictions(predicted[row], first, data.outside)])
+    return entity_scores(gold_sequences, predicted_sequences)
+
+
 @torch.no_grad()
 def evaluate_split(model: Tagger, split: EncodedSentences, data: NerData, device: torch.device, precision: Precision) -> dict[str, float]:
     """Entity-level precision, recall, F1 (micro) and F1 per type, with seqeval."""
@@ -85,13 +145,7 @@ def evaluate_split(model: Tagger, split: EncodedSentences, data: NerData, device
         for row, length in enumerate(lengths):
             gold_sequences.append([data.tags[t] for t in gold[row, :length]])
             predicted_sequences.append([data.tags[t] for t in predicted[row, :length]])
-    report = classification_report(gold_sequences, predicted_sequences, output_dict=True, zero_division=0)
-    micro = report["micro avg"]
-    metrics = {"f1": float(micro["f1-score"]), "precision": float(micro["precision"]), "recall": float(micro["recall"])}
-    for entity_type, scores in report.items():
-        if not entity_type.endswith(" avg"):
-            metrics[f"f1_{entity_type}"] = float(scores["f1-score"])
-    return metrics
+    return entity_scores(gold_sequences, predicted_sequences)
 
 
 def crf_log_probs(model: Tagger, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> GoldLogProb:
@@ -116,6 +170,9 @@ class NamedEntityRecognition(Task):
         ),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
         **TRAINING_EXTRAS_OFFERS,
+        "encoder": (Offer(frozenset({WORDS, SUBWORDS}), why="word and character features, and a pretrained model's own sub-words"),),
+        # A pretrained encoder reads its own sub-words: no character features beside them.
+        "char_encoder": (Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"), why="a pretrained encoder's sub-words only"),),
     }
     data_spec = NerDataSpec
     # The research's BiLSTM-CRF (embedding 100, hidden 256, 1 layer, dropout 0.5; see
@@ -131,14 +188,31 @@ class NamedEntityRecognition(Task):
     def load_data(self, spec: NerDataSpec, data_root: str | None, seed: int) -> NerData:
         return load_ner(spec, data_root, seed)
 
-    def build(self, strategy: Strategy, data: NerData) -> TrialModel:
-        model = build_tagger(strategy, len(data.words), len(data.chars), data.tags, data.scheme)
+    def data_for(self, config: Mapping[str, Any], data: NerData) -> NerData | SubwordNerData:
+        model = pretrained_model(dict(config))
+        if model is None:
+            return data
+        if model not in data.subwords:
+            raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(data.subwords) or 'none'}); the study's encoder must name it")
+        return data.subwords[model]
+
+    def build(self, strategy: Strategy, data: NerData | SubwordNerData) -> TrialModel:
+        if isinstance(data, SubwordNerData):
+            from trainables.pretrained import build_token_tagger
+
+            model = build_token_tagger(strategy, data.model, data.tags, data.scheme)
+        else:
+            model = build_tagger(strategy, len(data.words), len(data.chars), data.tags, data.scheme)
         return TrialModel(strategy, model, build_loss(strategy, len(data.tags)))
 
-    def train_batches(self, data: NerData, batch_size: int, rng: np.random.Generator) -> Iterator[TagBatch]:
+    def train_batches(self, data: NerData | SubwordNerData, batch_size: int, rng: np.random.Generator) -> Iterator[TagBatch | SubwordTagBatch]:
+        if isinstance(data, SubwordNerData):
+            return subword_batches(data.train, data.model.pad_id, batch_size, rng)
         return batches(data.train, batch_size, shuffle=True, rng=rng)
 
-    def forward(self, model: Tagger, batch: TagBatch) -> torch.Tensor:
+    def forward(self, model: nn.Module, batch: TagBatch | SubwordTagBatch) -> torch.Tensor:
+        if isinstance(batch, SubwordTagBatch):
+            return model(batch.ids, batch.subword_mask, batch.positions)
         return model.emissions(batch.words, batch.chars, batch.mask)
 
     def loss(self, trial: TrialModel, outputs: torch.Tensor, batch: TagBatch) -> torch.Tensor:
@@ -149,11 +223,27 @@ class NamedEntityRecognition(Task):
             return trial.loss(outputs.reshape(-1, outputs.shape[-1]), batch.tags.reshape(-1))
         return trial.loss.from_gold(crf_log_probs(model, outputs, batch.tags, batch.mask))
 
-    def evaluate(self, trial: TrialModel, data: NerData, split: str, precision: Any) -> dict[str, float]:
+    def evaluate(self, trial: TrialModel, data: NerData | SubwordNerData, split: str, precision: Any) -> dict[str, float]:
+        if isinstance(data, SubwordNerData):
+            return evaluate_subword_split(trial.model, getattr(data, split), data, trial.device, precision)
         return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision)  # type: ignore[arg-type]
 
-    def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
-        return [model.word_embedding.weight]
+
+    def save_pretrained(self, config: dict[str, Any], data: NerData, checkpoint_dir: str, out_dir: str) -> str | None:
+        encoded = self.data_for(config, data)
+        if not isinstance(encoded, SubwordNerData):
+            return None
+        from trainables.pretrained_folder import save_folder
+        from trainables.runner import load_state
+
+        strategy = Strategy.from_config(config)
+        model = self.build(strategy, encoded).model
+        model.load_state_dict(load_state(checkpoint_dir)["model"])
+        ours = {"addons": dict(strategy.addons)} if model.own_head else {}
+        if model.crf is not None:
+            ours["head"] = f"crf over words (tags {encoded.scheme}; decode with its transitions, not per-token argmax)"
+        ours["words"] = "each word is scored at its first sub-token"
+        return save_folder(model, encoded.model, out_dir, "AutoModelForTokenClassification", ours)
 
 
 TASK = NamedEntityRecognition()

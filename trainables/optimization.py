@@ -4,6 +4,7 @@ the regularizers that act in the loop, mixed precision, and the checks around a 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from spaces import Strategy
+from spaces.finetuning import accumulation_steps
 from spaces.optimizers import OPTIMIZERS
 from spaces.regularizers import REGULARIZERS, LoopRegularizer
 from spaces.schedules import SCHEDULES
@@ -69,16 +71,26 @@ def loop_regularizers(strategy: Strategy, model: nn.Module) -> list[LoopRegulari
 class Optimization:
     """The optimizer, the LR schedule, the loop's regularizers and mixed-precision scaling.
 
-    A loop adds `penalty()` to its loss, calls `step(objective)` after each batch and
-    `end_epoch(metric)` after each validation.
+    A loop adds `penalty()` to its loss, calls `step(objective)` after each of the epoch's
+    `batches_per_epoch` batches and `end_epoch(metric)` after each validation. With gradient
+    accumulation (k micro-batches per step, `spaces.finetuning`), `step` sums the gradients of k
+    batches, each weighed 1/k, and updates the weights after the k-th and after the epoch's last
+    batch; the schedule counts updates, not batches. A model that groups its own parameters (one
+    learning rate per layer: `parameter_groups(lr)`) hands the optimizer those groups.
     """
 
-    def __init__(self, strategy: Strategy, model: nn.Module, max_epochs: int, steps_per_epoch: int, precision: Precision, metric_mode: str) -> None:
+    def __init__(self, strategy: Strategy, model: nn.Module, max_epochs: int, batches_per_epoch: int, precision: Precision, metric_mode: str) -> None:
         optimizer_name, optimizer_params = strategy.optimizer
-        self.optimizer = OPTIMIZERS[optimizer_name].build(model.parameters(), **optimizer_params)
+        grouping = getattr(model, "parameter_groups", None)
+        parameters = grouping(optimizer_params["lr"]) if grouping is not None else model.parameters()
+        self.optimizer = OPTIMIZERS[optimizer_name].build(parameters, **optimizer_params)
+        self.accumulation = accumulation_steps(strategy)
+        self.batches_per_epoch = batches_per_epoch
+        self._batch = 0  # batches of this epoch so far
         schedule_name, schedule_params = strategy.schedule
         self.schedule = SCHEDULES[schedule_name].build(
-            self.optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs, mode=metric_mode, **schedule_params,
+            self.optimizer, steps_per_epoch=math.ceil(batches_per_epoch / self.accumulation), max_epochs=max_epochs,
+            mode=metric_mode, **schedule_params,
         )
         self.model = model
         self.precision = precision
@@ -98,14 +110,31 @@ class Optimization:
         self.backward(objective)
         self.apply()
 
-    def backward(self, objective: torch.Tensor, *, accumulate: bool = False) -> None:
-        """Gradients of `objective` (scaled for mixed precision), added to the present ones when `accumulate`."""
-        if not accumulate:
-            self.optimizer.zero_grad(set_to_none=True)
-        self.precision.scaler.scale(objective).backward()
+    def _micro_batch(self) -> tuple[int, int]:
+        """(position of this batch within its update's micro-batches, how many that update has)."""
+        position = self._batch % self.accumulation
+        first = self._batch - position
+        group = min(self.accumulation, self.batches_per_epoch - first) if first < self.batches_per_epoch else self.accumulation
+        return position, group
 
-    def apply(self) -> None:
-        """The regularizers' gradient hooks, then the optimizer and schedule step."""
+    def backward(self, objective: torch.Tensor, *, accumulate: bool = False) -> None:
+        """Gradients of `objective` (scaled for mixed precision, weighed 1/k over an update's k
+        micro-batches), added to the present ones within an update or when `accumulate` (another
+        pass over the same batch, as adversarial training makes)."""
+        position, group = self._micro_batch()
+        if position == 0 and not accumulate:
+            self.optimizer.zero_grad(set_to_none=True)
+        self.precision.scaler.scale(objective / group if group > 1 else objective).backward()
+
+    def apply(self) -> bool:
+        """Ends a batch. After an update's last micro-batch: the regularizers' gradient hooks, then
+        the optimizer and schedule step. Returns whether the weights changed."""
+        position, group = self._micro_batch()
+        self._batch += 1
+        if position + 1 < group:
+            return False  # more micro-batches to add before this update
+        if self._batch >= self.batches_per_epoch:
+            self._batch = 0
         scaler = self.precision.scaler
         if self.unscale:
             scaler.unscale_(self.optimizer)
@@ -116,6 +145,7 @@ class Optimization:
         scaler.step(self.optimizer)
         scaler.update()
         self.schedule.after_batch()
+        return True
 
     def end_epoch(self, metric: float) -> None:
         self.schedule.after_epoch(metric)

@@ -5,11 +5,15 @@ Metrics: SQuAD exact match and F1 (official normalization, max over all gold ans
 in [0, 1]) and the dev loss (mean start/end negative log-likelihood of the gold span, the same for
 every strategy so that it compares). Only training questions with an aligned answer in their
 window are trained on (the data's source line counts the others).
+
+A strategy with the `transformer` encoder reads question + context windows in its model's
+sub-words (`trainables.data.subword_spans`): each window scores a start and an end per sub-word,
+and a question's answer is the best span over all its windows (`best_answers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +23,15 @@ from torch import nn
 
 from spaces import READING_COMPREHENSION, Offer
 from spaces import Strategy
+from spaces.encoders import SUBWORDS, WORDS
+from spaces.finetuning import pretrained_model
 from spaces.loss_terms import PAIRED_ENCODINGS
 from spaces.losses import GOLD_LOG_PROB
 from spaces.regularizers import LOOP, MODEL
 from trainables.bidaf import BiDAF, SpanScores, best_spans, build_bidaf, span_log_probs
 from trainables.optimization import Precision
 from trainables.data import EncodedQuestions, ReadingComprehensionData, ReadingComprehensionDataSpec, load_reading_comprehension
+from trainables.data.subword_spans import SubwordReadingData, SubwordWindows, best_over_windows, window_batches
 from trainables.squad_metrics import squad_scores
 from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
 
@@ -127,12 +134,98 @@ def evaluate_split(
     return {**squad_scores(predictions, split.answers), "loss": nll_sum / max(nll_rows, 1)}
 
 
+@dataclass
+class WindowBatch(Batch):
+    """Question + context windows in a pretrained model's sub-words; `start`/`end` are the gold
+    positions in each window (0, the first token, when the answer is in another window)."""
+
+    index: np.ndarray  # window indices in the split
+    ids: torch.Tensor  # [B, S]
+    mask: torch.Tensor  # [B, S]
+    types: torch.Tensor | None  # [B, S] token types, for models that have them
+    candidates: torch.Tensor  # [B, S] where the loss may put a start or an end: the first token and the context
+    context: torch.Tensor  # [B, S] where an answer may start or end
+    start: torch.Tensor
+    end: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def window_batches_of(split: SubwordWindows, pad: int, batch_size: int, windows: np.ndarray, rng: np.random.Generator | None = None) -> Iterator[WindowBatch]:
+    for arrays in window_batches(split, pad, batch_size, windows, rng):
+        types = torch.from_numpy(arrays.types) if arrays.types is not None else None
+        yield WindowBatch(arrays.index, torch.from_numpy(arrays.ids), torch.from_numpy(arrays.mask), types, torch.from_numpy(arrays.candidates),
+                          torch.from_numpy(arrays.context), torch.from_numpy(arrays.start), torch.from_numpy(arrays.end))
+
+
+@dataclass
+class WindowScores:
+    """A span extractor's start and end scores per sub-word [B, S] (unnormalised)."""
+
+    start: torch.Tensor
+    end: torch.Tensor
+
+    def log_probs(self, candidates: torch.Tensor) -> SpanScores:
+        """Start and end log-probabilities over each window's candidate positions, as a loss reads them."""
+        floor = torch.finfo(torch.float32).min
+        start = torch.log_softmax(self.start.float().masked_fill(~candidates, floor), dim=-1)
+        end = torch.log_softmax(self.end.float().masked_fill(~candidates, floor), dim=-1)
+        return SpanScores(start, end, None, None)  # type: ignore[arg-type]  # no pooled encodings: loss terms are refused
+
+
+@torch.no_grad()
+def window_best_spans(scores: WindowScores, context: torch.Tensor, max_answer_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each window's best span: (starts, ends, scores) of the highest start + end score over its
+    context positions with start <= end < start + max_answer_length (-inf for a window without context)."""
+    start, end = scores.start.float(), scores.end.float()
+    starts, ends = best_spans(start, end, context, max_answer_length)
+    best = start.gather(1, starts[:, None]).squeeze(1) + end.gather(1, ends[:, None]).squeeze(1)
+    best = best.masked_fill(~context.any(dim=1), float("-inf"))
+    return starts.cpu().numpy(), ends.cpu().numpy(), best.cpu().numpy()
+
+
+def best_answers(scores: WindowScores, context: torch.Tensor, question: np.ndarray, questions: int, max_answer_length: int) -> list[tuple[int, int, int] | None]:
+    """Per question, (window, start, end) of the best span over all its windows (`question`: each
+    window's question, < `questions`); None for a question whose windows hold no context."""
+    return best_over_windows(question, *window_best_spans(scores, context, max_answer_length), questions)
+
+
+@torch.no_grad()
+def evaluate_windows(model: nn.Module, split: SubwordWindows, data: SubwordReadingData, device: torch.device, precision: Precision, max_answer_length: int) -> dict[str, float]:
+    """Exact match and F1 (every question, all gold answers) and the dev loss (windows with a target)."""
+    model.eval()
+    assert split.answers is not None, "dev and test splits keep their gold answers"
+    windows, starts, ends, best = [], [], [], []
+    nll_sum, nll_rows = 0.0, 0
+    for batch in window_batches_of(split, data.model.pad_id, EVAL_BATCH_SIZE, np.arange(len(split))):
+        windows.append(batch.index)
+        batch = batch.to(device)
+        with precision.autocast():
+            scores = WindowScores(*model(batch.ids, batch.mask, batch.types))
+        log_p = scores.log_probs(batch.candidates)
+        valid = batch.start >= 0
+        if bool(valid.any()):
+            gold = log_p.start_log_p[valid].gather(1, batch.start[valid, None]) + log_p.end_log_p[valid].gather(1, batch.end[valid, None])
+            nll_sum += float(-gold.sum() / 2)
+            nll_rows += int(valid.sum())
+        for found, part in zip((starts, ends, best), window_best_spans(scores, batch.context, max_answer_length)):
+            found.append(part)
+    index = np.concatenate(windows)
+    answers = best_over_windows(split.question[index], np.concatenate(starts), np.concatenate(ends), np.concatenate(best), len(split.answers))
+    predictions = [split.answer_text(int(index[found[0]]), found[1], found[2]) if found is not None else "" for found in answers]
+    return {**squad_scores(predictions, split.answers), "loss": nll_sum / max(nll_rows, 1)}
+
+
 def max_answer_length(strategy: Strategy) -> int:
     _, params = strategy.choice("decoder")
     return int(params["max_answer_length"])
 
 
-def _answerable(data: ReadingComprehensionData) -> np.ndarray:
+def _answerable(data: ReadingComprehensionData | SubwordReadingData) -> np.ndarray:
+    """The training questions (windows, for a pretrained encoder) that have a target."""
+    if isinstance(data, SubwordReadingData):
+        return np.flatnonzero(data.train.start >= 0)
     return np.flatnonzero(data.train.answer_start >= 0)
 
 
@@ -142,9 +235,14 @@ class ReadingComprehension(Task):
     metrics = {"f1": "max", "exact_match": "max", "loss": "min"}
     offers = {
         "loss": (Offer(frozenset({GOLD_LOG_PROB}), why="log p(gold start) and log p(gold end) over the context's tokens"),),
-        "loss_terms": (Offer(frozenset({PAIRED_ENCODINGS}), why="each question's encoding and its context's"),),
+        "loss_terms": (
+            Offer(frozenset({PAIRED_ENCODINGS}), why="each question's encoding and its context's"),
+            Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"), why="a pretrained encoder reads question and context as one window: no separate encodings"),
+        ),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
         **TRAINING_EXTRAS_OFFERS,
+        "encoder": (Offer(frozenset({WORDS, SUBWORDS}), why="word and character features, and a pretrained model's own sub-words"),),
+        "char_encoder": (Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"), why="a pretrained encoder's sub-words only"),),
     }
     data_spec = ReadingComprehensionDataSpec
     # The research's BiDAF (embedding 100, hidden 100, 1 layer, dropout 0.2; see
@@ -161,33 +259,64 @@ class ReadingComprehension(Task):
     def load_data(self, spec: ReadingComprehensionDataSpec, data_root: str | None, seed: int) -> ReadingComprehensionData:
         return load_reading_comprehension(spec, data_root, seed)
 
-    def build(self, strategy: Strategy, data: ReadingComprehensionData) -> TrialModel:
+    def data_for(self, config: Mapping[str, Any], data: ReadingComprehensionData) -> ReadingComprehensionData | SubwordReadingData:
+        model = pretrained_model(dict(config))
+        if model is None:
+            return data
+        if model not in data.subwords:
+            raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(data.subwords) or 'none'}); the study's encoder must name it")
+        return data.subwords[model]
+
+    def build(self, strategy: Strategy, data: ReadingComprehensionData | SubwordReadingData) -> TrialModel:
+        if isinstance(data, SubwordReadingData):
+            from trainables.pretrained import build_span_extractor
+
+            return TrialModel(strategy, build_span_extractor(strategy, data.model), build_loss(strategy, data.max_length))
         model = build_bidaf(strategy, len(data.words), len(data.chars))
         # The loss sees one "class" per context position the model can read.
         return TrialModel(strategy, model, build_loss(strategy, data.max_context_tokens))
 
-    def train_size(self, data: ReadingComprehensionData) -> int:
+    def train_size(self, data: ReadingComprehensionData | SubwordReadingData) -> int:
         return len(_answerable(data))
 
-    def train_batches(self, data: ReadingComprehensionData, batch_size: int, rng: np.random.Generator) -> Iterator[SpanBatch]:
+    def train_batches(self, data: ReadingComprehensionData | SubwordReadingData, batch_size: int, rng: np.random.Generator) -> Iterator[SpanBatch | WindowBatch]:
+        if isinstance(data, SubwordReadingData):
+            return window_batches_of(data.train, data.model.pad_id, batch_size, _answerable(data), rng)
         return batches(data.train, data, _answerable(data), batch_size, shuffle=True, rng=rng)
 
-    def forward(self, model: BiDAF, batch: SpanBatch) -> SpanScores:
+    def forward(self, model: nn.Module, batch: SpanBatch | WindowBatch) -> SpanScores | WindowScores:
+        if isinstance(batch, WindowBatch):
+            return WindowScores(*model(batch.ids, batch.mask, batch.types))
         return model(*batch.inputs())
 
-    def loss(self, trial: TrialModel, outputs: SpanScores, batch: SpanBatch) -> torch.Tensor:
+    def loss(self, trial: TrialModel, outputs: SpanScores | WindowScores, batch: SpanBatch | WindowBatch) -> torch.Tensor:
         """The loss family on the start and end positions (mean of the two), over rows with a gold span."""
+        if isinstance(outputs, WindowScores):
+            return trial.loss.from_gold(span_log_probs(outputs.log_probs(batch.candidates), batch.start, batch.end, batch.candidates))
         return trial.loss.from_gold(span_log_probs(outputs, batch.start, batch.end, batch.context_mask))
 
     def paired_encodings(self, outputs: SpanScores, batch: SpanBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each question with its context; questions of one paragraph are not each other's negatives."""
         return outputs.question_vector, outputs.context_vector, batch.paragraph
 
-    def evaluate(self, trial: TrialModel, data: ReadingComprehensionData, split: str, precision: Any) -> dict[str, float]:
+    def evaluate(self, trial: TrialModel, data: ReadingComprehensionData | SubwordReadingData, split: str, precision: Any) -> dict[str, float]:
+        if isinstance(data, SubwordReadingData):
+            return evaluate_windows(trial.model, getattr(data, split), data, trial.device, precision, max_answer_length(trial.strategy))
         return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision, max_answer_length(trial.strategy))  # type: ignore[arg-type]
 
-    def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
-        return [model.word_embedding.weight]
+
+    def save_pretrained(self, config: dict[str, Any], data: ReadingComprehensionData, checkpoint_dir: str, out_dir: str) -> str | None:
+        encoded = self.data_for(config, data)
+        if not isinstance(encoded, SubwordReadingData):
+            return None
+        from trainables.pretrained_folder import save_folder
+        from trainables.runner import load_state
+
+        strategy = Strategy.from_config(config)
+        model = self.build(strategy, encoded).model
+        model.load_state_dict(load_state(checkpoint_dir)["model"])
+        ours = {"addons": dict(strategy.addons)} if model.own_head else {}
+        return save_folder(model, encoded.model, out_dir, "AutoModelForQuestionAnswering", ours)
 
 
 TASK = ReadingComprehension()

@@ -95,8 +95,7 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
                     optimization.backward(_objective(task, trial, extras, optimization, precision, batch)[0], accumulate=True)
 
                 extras.adversary.attack(task.embedding_tables(model), adversarial_backward, list(model.parameters()))
-            optimization.apply()
-            if extras.average is not None:
+            if optimization.apply() and extras.average is not None:
                 extras.average.after_step(model, optimization.optimizer, epoch)
             loss_total += loss.item() * len(batch)
             examples += len(batch)

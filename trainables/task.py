@@ -117,6 +117,11 @@ class Task:
         """Reads and encodes the dataset once, in the driver; the result is shipped to trials."""
         raise NotImplementedError
 
+    def data_for(self, config: Mapping[str, Any], data: Any) -> Any:
+        """The part of the shipped data a strategy trains on; every method below then gets that.
+        Optional: all of it by default (a task with a pretrained encoder picks that model's sub-words)."""
+        return data
+
     def build(self, strategy: Strategy, data: Any) -> TrialModel:
         """The model and the loss module of one strategy (on the CPU; the runner moves them)."""
         raise NotImplementedError
@@ -136,6 +141,12 @@ class Task:
         """The strategy's loss of a batch, mean per example (per token for sequences)."""
         raise NotImplementedError
 
+    def save_pretrained(self, config: dict[str, Any], data: Any, checkpoint_dir: str, out_dir: str) -> str | None:
+        """Writes a trained strategy with a pretrained encoder (its saved state in `checkpoint_dir`)
+        as a Hugging Face model folder at `out_dir` (`search train`); returns a line saying what
+        it wrote, or None for a strategy without one. Optional: None by default."""
+        return None
+
     def paired_encodings(self, outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(anchors, positives, groups) for contrastive loss terms, in tasks that offer them."""
         raise NotImplementedError(f"task {self.name} offers no paired encodings to loss terms")
@@ -145,8 +156,17 @@ class Task:
         raise NotImplementedError
 
     def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
-        """The embedding tables adversarial training perturbs, in tasks that offer `EMBEDDINGS`."""
-        raise NotImplementedError(f"task {self.name} offers no embedding tables to adversarial training")
+        """The embedding tables adversarial training perturbs: a pretrained model's input
+        embeddings, else the word embedding table of the catalogue's models."""
+        for module in model.modules():
+            get_input_embeddings = getattr(module, "get_input_embeddings", None)
+            if callable(get_input_embeddings) and isinstance(get_input_embeddings(), nn.Embedding):
+                return [get_input_embeddings().weight]
+        for name in ("word_embedding", "embedding"):
+            table = getattr(model, name, None)
+            if isinstance(table, nn.Embedding):
+                return [table.weight]
+        raise NotImplementedError(f"task {self.name}: {type(model).__name__} has no embedding table for adversarial training")
 
     def class_logits(self, outputs: Any) -> torch.Tensor:
         """Logits over classes [N, C] that consistency terms compare, in tasks that offer `TWO_PASSES`."""
@@ -160,13 +180,18 @@ class Task:
     @property
     def trainable(self) -> Callable[..., None]:
         """`run_trial` bound to this task: (config, data, settings, report=None) -> None."""
-        from trainables.runner import run_trial
-
-        bound = functools.partial(run_trial, self)
+        bound = functools.partial(_run_trial, self)
         bound.__name__ = f"train_{self.name}"  # Ray names trials and their folders after it
         return bound
 
     def evaluate_checkpoint(self, config: dict[str, Any], data: Any, settings: Any, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
         from trainables.runner import evaluate_checkpoint
 
-        return evaluate_checkpoint(self, config, data, settings, checkpoint_dir, split)
+        return evaluate_checkpoint(self, config, self.data_for(config, data), settings, checkpoint_dir, split)
+
+
+def _run_trial(task: Task, config: dict[str, Any], data: Any, settings: Any, report: Any = None) -> None:
+    """The runner on the data the strategy trains on (`Task.data_for`)."""
+    from trainables.runner import run_trial
+
+    run_trial(task, config, task.data_for(config, data), settings, report)

@@ -1,9 +1,12 @@
 """Text classification as a task of the trial runner: batches of sentences, a TextCNN or BiLSTM
-classifier, accuracy and macro-F1 on a split."""
+classifier or a fine-tuned pretrained encoder, accuracy and macro-F1 on a split.
+
+A strategy with the `transformer` encoder trains on its model's sub-words (`data_for`), batched
+with dynamic padding and grouped by length; every other strategy on the word ids."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +17,12 @@ from torch import nn
 from spaces import TEXT_CLASSIFICATION, Offer
 from spaces import Strategy
 from spaces.consistency import TWO_PASSES
+from spaces.encoders import SUBWORDS, WORDS
+from spaces.finetuning import pretrained_model
 from spaces.losses import CLASSES
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSplit, TextClassificationData, TextDataSpec, load_text_classification
+from trainables.data.subwords import SubwordClassificationData, SubwordSplit, length_grouped_batches, pad_rows, sorted_batches
 from trainables.models import build_text_classifier
 from trainables.optimization import Precision
 from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
@@ -30,6 +36,16 @@ class TextBatch(Batch):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def subword_batches(split: SubwordSplit, pad: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[TextBatch]:
+    """Sub-word batches padded to their own longest example: grouped by length and shuffled with
+    `rng`, else (evaluation) in order of length."""
+    lengths = split.lengths()
+    order = length_grouped_batches(lengths, batch_size, rng) if rng is not None else sorted_batches(lengths, batch_size)
+    for index in order:
+        ids, mask = pad_rows(split.ids, split.offsets, index, pad)
+        yield TextBatch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(split.labels[index]))
 
 
 def batches(split: EncodedSplit, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None) -> Iterator[TextBatch]:
@@ -61,10 +77,10 @@ def macro_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: EncodedSplit, device: torch.device, precision: Precision) -> dict[str, float]:
+def evaluate(model: nn.Module, split: EncodedSplit, device: torch.device, precision: Precision, evaluation_batches: Iterator[TextBatch] | None = None) -> dict[str, float]:
     model.eval()
     predictions, golds, loss_sum = [], [], 0.0
-    for batch in batches(split, 256, shuffle=False):
+    for batch in evaluation_batches or batches(split, 256, shuffle=False):
         batch = batch.to(device)
         with precision.autocast():
             logits = model(batch.tokens, batch.mask)
@@ -84,6 +100,7 @@ class TextClassification(Task):
     registries = TEXT_CLASSIFICATION
     metrics = {"accuracy": "max", "macro_f1": "max", "loss": "min"}
     offers = {
+        "encoder": (Offer(frozenset({WORDS, SUBWORDS}), why="word ids, and a pretrained model's own sub-words"),),
         "loss": (Offer(frozenset({CLASSES}), why="logits over the labels"),),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
         **TRAINING_EXTRAS_OFFERS,
@@ -99,11 +116,26 @@ class TextClassification(Task):
     def load_data(self, spec: TextDataSpec, data_root: str | None, seed: int) -> TextClassificationData:
         return load_text_classification(spec, data_root, seed)
 
-    def build(self, strategy: Strategy, data: TextClassificationData) -> TrialModel:
-        model = build_text_classifier(strategy, len(data.vocab), len(data.labels))
+    def data_for(self, config: Mapping[str, Any], data: TextClassificationData) -> TextClassificationData | SubwordClassificationData:
+        model = pretrained_model(dict(config))
+        if model is None:
+            return data
+        if model not in data.subwords:
+            raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(data.subwords) or 'none'}); the study's encoder must name it")
+        return data.subwords[model]
+
+    def build(self, strategy: Strategy, data: TextClassificationData | SubwordClassificationData) -> TrialModel:
+        if isinstance(data, SubwordClassificationData):
+            from trainables.pretrained import build_sequence_classifier
+
+            model = build_sequence_classifier(strategy, data.model, data.labels)
+        else:
+            model = build_text_classifier(strategy, len(data.vocab), len(data.labels))
         return TrialModel(strategy, model, build_loss(strategy, len(data.labels)))
 
-    def train_batches(self, data: TextClassificationData, batch_size: int, rng: np.random.Generator) -> Iterator[TextBatch]:
+    def train_batches(self, data: TextClassificationData | SubwordClassificationData, batch_size: int, rng: np.random.Generator) -> Iterator[TextBatch]:
+        if isinstance(data, SubwordClassificationData):
+            return subword_batches(data.train, data.model.pad_id, batch_size, rng)
         return batches(data.train, batch_size, shuffle=True, rng=rng)
 
     def forward(self, model: nn.Module, batch: TextBatch) -> torch.Tensor:
@@ -112,11 +144,24 @@ class TextClassification(Task):
     def loss(self, trial: TrialModel, outputs: torch.Tensor, batch: TextBatch) -> torch.Tensor:
         return trial.loss(outputs, batch.labels)
 
-    def evaluate(self, trial: TrialModel, data: TextClassificationData, split: str, precision: Any) -> dict[str, float]:
-        return evaluate(trial.model, getattr(data, split), trial.device, precision)
+    def save_pretrained(self, config: dict[str, Any], data: TextClassificationData, checkpoint_dir: str, out_dir: str) -> str | None:
+        encoded = self.data_for(config, data)
+        if not isinstance(encoded, SubwordClassificationData):
+            return None
+        from trainables.pretrained_folder import save_folder
+        from trainables.runner import load_state
 
-    def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
-        return [model.embedding.weight]
+        strategy = Strategy.from_config(config)
+        model = self.build(strategy, encoded).model
+        model.load_state_dict(load_state(checkpoint_dir)["model"])
+        ours = {"pooling": model.pooling, "addons": dict(strategy.addons)} if model.own_head else {}
+        return save_folder(model, encoded.model, out_dir, "AutoModelForSequenceClassification", ours)
+
+    def evaluate(self, trial: TrialModel, data: TextClassificationData | SubwordClassificationData, split: str, precision: Any) -> dict[str, float]:
+        encoded = getattr(data, split)
+        in_batches = subword_batches(encoded, data.model.pad_id, 64) if isinstance(data, SubwordClassificationData) else None
+        return evaluate(trial.model, encoded, trial.device, precision, in_batches)
+
 
     def class_logits(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs

@@ -3,15 +3,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 import studies
 from search.config import StudyFileError, apply_overrides, load_study_file
 from tests.conftest import toy_study_yaml
+from trainables.data.subwords import missing_extra
 
 
 @pytest.mark.parametrize("name", studies.names())
 def test_every_shipped_study_loads_and_opens_with_its_command(name: str) -> None:
     path = studies.path(name)
+    if missing_extra() and "transformer" in str(yaml.safe_load(path.read_text()).get("space", {}).get("encoder")):
+        with pytest.raises(StudyFileError, match=r"space.encoder.*pip install -e '\.\[transformers\]'"):
+            load_study_file(path)  # refused before anything runs, naming the extra
+        return
     config = load_study_file(path)
     assert config.name == name
     first_lines = path.read_text().splitlines()[:4]

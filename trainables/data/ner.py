@@ -38,6 +38,8 @@ from trainables.data.common import (
 )
 from trainables.data.conll import ConllSource, ner_features, read_conll_split
 from trainables.data.section import Section, check_choice, check_minimum, check_sources, check_split_names
+from trainables.data.subword_tags import SubwordNerData, encode_tagging
+from trainables.data.subwords import add_subwords
 from trainables.data.tag_schemes import SCHEMES, TARGET_SCHEMES, TagError, convert_scheme, parse_tag, tag_order_key
 
 datasets = lazy_import("datasets")
@@ -98,6 +100,10 @@ class NerDataSpec:
         min_freq: Word vocabulary keeps words seen at least this often in train; >= 1.
         max_vocab: Word vocabulary size cap, counting "<pad>" and "<unk>"; >= 3.
         max_word_length: Characters kept per token for the character encoder; >= 1.
+        subword_max_length: Sub-words kept per sentence by a pretrained encoder's tokenizer (special
+            tokens included); words beyond it are predicted "O"; >= 8.
+        pretrained: Models to tokenize for (`trainables.data.subword_tags`); filled in by the engine
+            from the space's `transformer` encoder, not read from the study file.
     """
 
     name: str
@@ -108,6 +114,8 @@ class NerDataSpec:
     min_freq: int = 1
     max_vocab: int = 100_000
     max_word_length: int = 30
+    subword_max_length: int = 256
+    pretrained: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_sources(self.hub, self.local, "a dataset needs `hub` (a hub dataset name) or `local` (files under the data root), or both")
@@ -115,11 +123,12 @@ class NerDataSpec:
         check_minimum("min_freq", self.min_freq, 1)
         check_minimum("max_vocab", self.max_vocab, 3)
         check_minimum("max_word_length", self.max_word_length, 1)
+        check_minimum("subword_max_length", self.subword_max_length, 8)
 
     @classmethod
     def from_section(cls, section: Section) -> NerDataSpec:
         """The `data:` section of a NER study file."""
-        section.check_keys(("name", "hub", "local", "scheme", "lowercase_words", "min_freq", "max_vocab", "max_word_length"))
+        section.check_keys(("name", "hub", "local", "scheme", "lowercase_words", "min_freq", "max_vocab", "max_word_length", "subword_max_length"))
         hub = section.section("hub", required=False)
         local = section.section("local", required=False)
         return section.build(
@@ -132,6 +141,7 @@ class NerDataSpec:
             min_freq=section.integer("min_freq", cls.min_freq),
             max_vocab=section.integer("max_vocab", cls.max_vocab),
             max_word_length=section.integer("max_word_length", cls.max_word_length),
+            subword_max_length=section.integer("subword_max_length", cls.subword_max_length),
         )
 
 
@@ -178,6 +188,7 @@ class NerData:
             then by prefix in entity order (B, I, E, S).
         scheme: The target scheme ("iob2" or "bioes").
         source: One line for the user saying where the data was read from.
+        subwords: Pretrained model name -> the same sentences in that model's sub-words.
     """
 
     train: EncodedSentences
@@ -188,6 +199,7 @@ class NerData:
     tags: list[str]
     scheme: str
     source: str
+    subwords: Mapping[str, SubwordNerData] = field(default_factory=dict)
 
     def tag_names(self, ids: Iterable[int]) -> list[str]:
         """Tag names of a sequence of tag ids (ints or a numpy array)."""
@@ -447,4 +459,5 @@ def load_ner(spec: NerDataSpec, data_root: str | os.PathLike | None = None, seed
         DataError: The data could not be found, read or encoded.
     """
     splits, source = load_ner_splits(spec, data_root, seed)
-    return encode_ner(splits, spec, source)
+    data = encode_ner(splits, spec, source)
+    return add_subwords(data, spec.pretrained, lambda model: encode_tagging(splits, data, model, data_root, spec.subword_max_length))

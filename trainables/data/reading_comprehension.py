@@ -63,8 +63,10 @@ from trainables.data.common import (
     fractions_to_carve,
     read_local_or_hub,
 )
-from trainables.data.section import FieldError, Section, check_carve, check_minimum, check_sources
+from trainables.data.section import Section, check_carve, check_max_examples, check_minimum, check_sources
 from trainables.data.squad import HubSquadSource, SquadFiles, read_squad_file, split_by_article, squad_hub_splits
+from trainables.data.subword_spans import SubwordReadingData, check_windows, encode_windows
+from trainables.data.subwords import add_subwords
 
 datasets = lazy_import("datasets")
 
@@ -92,6 +94,10 @@ class ReadingComprehensionDataSpec:
         min_freq, max_vocab: Word vocabulary from train: words seen at least min_freq (>= 1) times,
             at most max_vocab (>= 3) entries counting "<pad>" and "<unk>".
         max_word_length: Characters kept per token for the character encoder; >= 1.
+        subword_max_length, subword_stride: A pretrained encoder's windows: sub-words per window
+            (question and special tokens included; >= 96) and overlap between windows (>= 0, less
+            than the window's room for context) (`trainables.data.subword_spans`).
+        pretrained: Models to tokenize for; filled in by the engine from the space, not the file.
     """
 
     name: str
@@ -105,6 +111,9 @@ class ReadingComprehensionDataSpec:
     min_freq: int = 1
     max_vocab: int = 100_000
     max_word_length: int = 16
+    subword_max_length: int = 384
+    subword_stride: int = 128
+    pretrained: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_sources(
@@ -112,10 +121,8 @@ class ReadingComprehensionDataSpec:
             "a dataset needs `hub` (a hub dataset name such as squad) or `local` (SQuAD JSON files under the data root), or both",
         )
         check_carve(self.carve, "train's articles")
-        for split, limit in self.max_examples.items():
-            if split not in SPLIT_NAMES:
-                raise FieldError(f"max_examples.{split}", f"unknown field; accepted here: {', '.join(SPLIT_NAMES)}")
-            check_minimum(f"max_examples.{split}", limit, 1)
+        check_max_examples(self.max_examples)
+        check_windows(self.subword_max_length, self.subword_stride)
         check_minimum("max_context_tokens", self.max_context_tokens, 1)
         check_minimum("max_question_tokens", self.max_question_tokens, 1)
         check_minimum("min_freq", self.min_freq, 1)
@@ -127,7 +134,7 @@ class ReadingComprehensionDataSpec:
         """The `data:` section of a reading-comprehension study file."""
         section.check_keys((
             "name", "hub", "local", "carve", "max_examples", "max_context_tokens", "max_question_tokens",
-            "lowercase_words", "min_freq", "max_vocab", "max_word_length",
+            "lowercase_words", "min_freq", "max_vocab", "max_word_length", "subword_max_length", "subword_stride",
         ))
         hub = section.section("hub", required=False)
         local = section.section("local", required=False)
@@ -146,6 +153,8 @@ class ReadingComprehensionDataSpec:
             min_freq=section.integer("min_freq", cls.min_freq),
             max_vocab=section.integer("max_vocab", cls.max_vocab),
             max_word_length=section.integer("max_word_length", cls.max_word_length),
+            subword_max_length=section.integer("subword_max_length", cls.subword_max_length),
+            subword_stride=section.integer("subword_stride", cls.subword_stride),
         )
 
 
@@ -213,6 +222,7 @@ class ReadingComprehensionData:
         type_chars: int32 (types, max_word_length), each token type's character ids, 0-padded.
         max_context_tokens: Context tokens the model reads.
         source: One line saying where the data came from, the split and the alignment counts.
+        subwords: Pretrained model name -> the same questions in that model's sub-word windows.
     """
 
     train: EncodedQuestions
@@ -224,6 +234,7 @@ class ReadingComprehensionData:
     type_chars: np.ndarray
     max_context_tokens: int
     source: str
+    subwords: Mapping[str, SubwordReadingData] = field(default_factory=dict)
 
     def vocabularies(self) -> dict[str, Any]:
         """What `search train` writes to vocab.json."""
@@ -493,4 +504,5 @@ def load_reading_comprehension(
 ) -> ReadingComprehensionData:
     """Load (`load_squad_splits`) and encode (`encode_squad`) a SQuAD-format dataset."""
     splits, source = load_squad_splits(spec, data_root, seed)
-    return encode_squad(splits, spec, source)
+    data = encode_squad(splits, spec, source)
+    return add_subwords(data, spec.pretrained, lambda model: encode_windows(splits, model, data_root, spec.subword_max_length, spec.subword_stride))

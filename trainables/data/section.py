@@ -69,6 +69,14 @@ def check_carve(carve: Mapping[str, float], of_what: str) -> None:
             )
 
 
+def check_max_examples(limits: Mapping[str, int]) -> None:
+    """A spec's `max_examples`: split name -> the first N examples kept, N >= 1."""
+    for split, limit in limits.items():
+        if split not in SPLIT_NAMES:
+            raise FieldError(f"max_examples.{split}", f"unknown field; accepted here: {', '.join(SPLIT_NAMES)}")
+        check_minimum(f"max_examples.{split}", limit, 1)
+
+
 def check_sources(hub: object | None, local: object | None, message: str) -> None:
     if hub is None and local is None:
         raise FieldError("hub", message)

@@ -40,10 +40,12 @@ from trainables.data.section import (
     Section,
     check_carve,
     check_choice,
+    check_max_examples,
     check_minimum,
     check_sources,
     check_split_names,
 )
+from trainables.data.subwords import SubwordClassificationData, add_subwords, encode_classification
 from trainables.data.text_files import LOCAL_FORMATS, missing_label_rows, normalize_columns, read_text_files
 
 datasets = lazy_import("datasets")
@@ -152,6 +154,12 @@ class TextDataSpec:
         max_length: Tokens kept per example (longer texts are truncated); >= 1.
         min_freq: Vocabulary keeps tokens seen at least this often in train; >= 1.
         max_vocab: Vocabulary size cap, counting "<pad>" and "<unk>"; >= 3.
+        max_examples: Split -> examples kept (the first N, after carving; N >= 1); absent = all.
+        subword_max_length: Sub-words kept per example (special tokens included) by a pretrained
+            encoder's tokenizer; >= 8.
+        pretrained: Models to tokenize for, one sub-word encoding each (`trainables.data.subwords`).
+            Not read from the study file: the engine fills it in from the space's `transformer`
+            encoder (`subwords.with_pretrained`).
     """
 
     name: str
@@ -162,6 +170,9 @@ class TextDataSpec:
     max_length: int = 128
     min_freq: int = 1
     max_vocab: int = 50_000
+    max_examples: Mapping[str, int] = field(default_factory=dict)
+    subword_max_length: int = 128
+    pretrained: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_sources(self.hub, self.local, "a dataset needs `hub` (a hub dataset name) or `local` (files under the data root), or both")
@@ -169,14 +180,17 @@ class TextDataSpec:
         check_minimum("max_length", self.max_length, 1)
         check_minimum("min_freq", self.min_freq, 1)
         check_minimum("max_vocab", self.max_vocab, 3)
+        check_minimum("subword_max_length", self.subword_max_length, 8)
+        check_max_examples(self.max_examples)
 
     @classmethod
     def from_section(cls, section: Section) -> TextDataSpec:
         """The `data:` section of a text-classification study file."""
-        section.check_keys(("name", "hub", "local", "carve", "lowercase", "max_length", "min_freq", "max_vocab"))
+        section.check_keys(("name", "hub", "local", "carve", "lowercase", "max_length", "min_freq", "max_vocab", "max_examples", "subword_max_length"))
         hub = section.section("hub", required=False)
         local = section.section("local", required=False)
         carve = section.section("carve", required=False)
+        limits = section.section("max_examples", required=False)
         return section.build(
             cls,
             name=section.string("name", "dataset"),
@@ -187,6 +201,8 @@ class TextDataSpec:
             max_length=section.integer("max_length", cls.max_length),
             min_freq=section.integer("min_freq", cls.min_freq),
             max_vocab=section.integer("max_vocab", cls.max_vocab),
+            max_examples={split: limits.integer(split) for split in limits.data} if limits is not None else {},
+            subword_max_length=section.integer("subword_max_length", cls.subword_max_length),
         )
 
 
@@ -225,6 +241,7 @@ class TextClassificationData:
         vocab: Token strings by id; index 0 is "<pad>", 1 is "<unk>".
         labels: Label names; a label id is an index into this list.
         source: One line for the user saying where the data was read from.
+        subwords: Pretrained model name -> the same examples in that model's sub-words.
     """
 
     train: EncodedSplit
@@ -233,6 +250,7 @@ class TextClassificationData:
     vocab: list[str]
     labels: list[str]
     source: str
+    subwords: Mapping[str, SubwordClassificationData] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,6 +319,10 @@ def load_splits(
         local_format=local.format if local is not None else "", read_local=read_local, read_hub=read_hub,
     )
     splits, notes = carve_missing(splits, spec.carve, seed, spec.name)
+    for split, limit in spec.max_examples.items():
+        if split in splits and limit < len(splits[split]):
+            notes.append(f"{split}: first {limit} of {len(splits[split])} examples kept")
+            splits[split] = splits[split].select(range(limit))
     if notes:
         source += "; " + "; ".join(notes)
     return datasets.DatasetDict(splits), source
@@ -435,4 +457,5 @@ def load_text_classification(
         DataError: The data could not be found, read or encoded.
     """
     splits, source = load_splits(spec, data_root, seed)
-    return encode(splits, spec, source)
+    data = encode(splits, spec, source)
+    return add_subwords(data, spec.pretrained, lambda model: encode_classification(splits, data.labels, model, data_root, spec.subword_max_length))

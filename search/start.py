@@ -103,6 +103,8 @@ def read_baseline(value: Any, task: Task, space: Space, path: str) -> QueuedConf
         start = value
     elif isinstance(value, Mapping):
         start = value.get("from")
+        if start is not None and not isinstance(start, str):
+            raise StudyFileError(path, "baseline.from", f"{start!r} is not the name of a published baseline; accepted: {names}")
         given = flatten({k: v for k, v in value.items() if k != "from"})
     elif value is not None:
         raise StudyFileError(path, "baseline", f"{value!r} is not accepted; accepted: {accepted}")

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 SST2_FILES = {"train": "sentence/sst2/stsa.binary.train", "validation": "sentence/sst2/stsa.binary.dev", "test": "sentence/sst2/stsa.binary.test"}
 GIB = 1024**3
+TRIAL_WORKER = "ray::ImplicitFunc"  # the title Ray gives the worker process of a Tune trial
 
 
 def quiet_ray_environment() -> None:
@@ -75,7 +76,7 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def _process_name(pid: int) -> str:
+def process_name(pid: int) -> str:
     """A short name: `ray::A`-style titles as they are, else the script or binary's file name."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -90,7 +91,7 @@ def _process_name(pid: int) -> str:
     return os.path.basename(scripts[0] if scripts else argv[0])
 
 
-def _memory_kib(pid: int) -> tuple[int, int]:
+def memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) of one process in KiB. PSS splits shared pages (torch's libraries, the object
     store) among the processes that map them, so the sum over a tree counts each page once."""
     pss = rss = 0
@@ -104,6 +105,55 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     except OSError:
         pass
     return pss, rss
+
+
+def tree_pss_kib(root: int | None = None) -> int:
+    """The PSS summed over `root` (this process by default) and its descendants, in KiB."""
+    return sum(memory_kib(pid)[0] for pid in process_tree(os.getpid() if root is None else root))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) one process has used so far; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_title(pid: int) -> str:
+    """What `ps` shows for a process: Ray sets its workers' to `ray::IDLE`, `ray::ImplicitFunc...`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class TrainingStart:
+    """A trainable that writes the wall-clock time at which each trial starts training (its first
+    call) to a file of its own in `folder`, then trains as `trainable` does. Picklable: Ray ships
+    it to the trial workers, which write to the same folder (one machine)."""
+
+    def __init__(self, trainable: Any, folder: Path) -> None:
+        self.trainable = trainable
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.__name__ = getattr(trainable, "__name__", "trial")  # Ray names trials after it
+
+    def __call__(self, config: dict[str, Any], data: Any, settings: Any, **kwargs: Any) -> None:
+        started = time.time()
+        (self.folder / f"{os.getpid()}-{started:.6f}").write_text(f"{started:.6f}")
+        self.trainable(config, data, settings, **kwargs)
+
+
+def first_training_start(folder: Path) -> float | None:
+    """When the first trial stamped by `TrainingStart(..., folder)` started training (time.time()),
+    or None if none did."""
+    stamps = [float(path.read_text()) for path in Path(folder).glob("*")]
+    return min(stamps) if stamps else None
 
 
 class TreeMemory:
@@ -120,20 +170,23 @@ class TreeMemory:
         self.peak_processes = 0
         self.start_pss_kib = 0  # the tree when sampling began
         self.peak_breakdown: dict[str, int] = {}  # process name -> PSS KiB, at the peak sample
+        self.peak_counts: dict[str, int] = {}  # process name -> processes of that name, at the peak sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def sample(self) -> None:
         pids = process_tree(os.getpid())
-        totals = [_memory_kib(pid) for pid in pids]
+        totals = [memory_kib(pid) for pid in pids]
         pss = sum(p for p, _ in totals)
         if pss > self.peak_pss_kib:
             self.peak_pss_kib = pss
             breakdown: dict[str, int] = {}
+            counts: dict[str, int] = {}
             for pid, (p, _) in zip(pids, totals):
-                name = "driver" if pid == os.getpid() else _process_name(pid)
+                name = "driver" if pid == os.getpid() else process_name(pid)
                 breakdown[name] = breakdown.get(name, 0) + p
-            self.peak_breakdown = breakdown
+                counts[name] = counts.get(name, 0) + 1
+            self.peak_breakdown, self.peak_counts = breakdown, counts
         self.peak_rss_kib = max(self.peak_rss_kib, sum(r for _, r in totals))
         self.peak_processes = max(self.peak_processes, len(pids))
 
@@ -158,6 +211,13 @@ class TreeMemory:
         """`name MiB, ...` at the peak, largest first (processes of one name summed)."""
         items = sorted(self.peak_breakdown.items(), key=lambda item: -item[1])
         return ", ".join(f"{name} {kib / 1024:.0f}" for name, kib in items)
+
+    def peak_mean_pss_mib(self, name_prefix: str) -> float | None:
+        """Mean PSS of the processes whose name starts with `name_prefix` at the peak (MiB), e.g.
+        `ray::ImplicitFunc` for the trial workers; None where there were none."""
+        names = [name for name in self.peak_breakdown if name.startswith(name_prefix)]
+        count = sum(self.peak_counts.get(name, 0) for name in names)
+        return sum(self.peak_breakdown[name] for name in names) / 1024 / count if count else None
 
     @property
     def peak_pss_gib(self) -> float:
@@ -253,7 +313,10 @@ def trial_figures(study: Any, concurrency: int = 1) -> dict[str, Any]:
     asked: between a trial told and the next asked) and `tail_idle_s` (after: the end of the
     search); `held_s - busy_s` is time a trial held a slot without training (worker start-up,
     imports, model set-up, result round trips), split into the first `concurrency` trials (one per
-    slot: they pay the start-up) and the mean over the rest (`steady_trial_overhead_s`)."""
+    slot: they pay the start-up) and the mean over the rest (`steady_trial_overhead_s`).
+    `steady_overhead_per_trial_s` is what a slot loses per trial once started: the later trials'
+    time not training plus the slot time empty between trials, per later trial. `first_asked_at`
+    and `last_told_at` are the span's ends as `time.time()` values."""
     trials = sorted((t for t in study.get_trials(deepcopy=False) if t.state.is_finished()), key=lambda t: t.number)
     inside = [float(t.user_attrs.get("metrics", {}).get("trial_seconds", 0.0)) for t in trials]
     origin = min(t.datetime_start for t in trials)
@@ -273,4 +336,8 @@ def trial_figures(study: Any, concurrency: int = 1) -> dict[str, Any]:
         "held_s": sum(held), "gap_idle_s": gap_idle, "tail_idle_s": tail_idle,
         "first_trials_overhead_s": sum(not_training[:concurrency]),
         "steady_trial_overhead_s": sum(rest) / len(rest) if rest else 0.0,
+        "steady_overhead_per_trial_s": (sum(rest) + gap_idle) / len(rest) if rest else 0.0,
+        # Optuna stores local times without a zone; .timestamp() reads them as local, as they were written.
+        "first_asked_at": origin.timestamp(),
+        "last_told_at": max(t.datetime_complete for t in trials).timestamp(),
     }

@@ -21,6 +21,17 @@ spends not training. Peak memory is the PSS of this process and all its descenda
 raylet and workers), sampled every 0.25 s; before each side, what the other freed is handed back
 to the OS (`malloc_trim`), so that neither is charged for the other's garbage.
 
+The overhead restated in three figures, per side (each trial stamps when it starts training,
+`bench._common.TrainingStart`):
+
+- fixed start-up per search: from the call to the first trial training (data, the study, for the
+  engine Ray's start, its worker processes and their imports); `fixed_end_s`, the same at the end;
+- steady overhead per trial: what a slot loses per trial once started (a later trial's time not
+  training, plus slot time empty between trials); target: within 0.1 s of plain Optuna's;
+- memory per additional concurrent trial: for the engine one trial worker process (its PSS at the
+  peak), for plain Optuna what the trials added to the process, per slot (an upper bound: it
+  includes what the first trial imports once).
+
 `--rounds N` runs N [plain, engine] pairs with seeds SEED .. SEED + N - 1 and reports medians: with
 one seed, how the last trials of the budget happen to line up (one long trial running alone at the
 end) weighs on one side and not the other, the same way every time.
@@ -46,7 +57,8 @@ sys.path.insert(0, str(REPO))  # runnable as `python bench/overhead.py` without 
 
 from bench._common import (  # noqa: E402, I001
     trial_figures,
-    DEFAULT_DATA_ROOT, TreeMemory, quiet_ray_environment, require_sst2, result_line, sst2_study, sst2_subset,
+    DEFAULT_DATA_ROOT, TRIAL_WORKER, TrainingStart, TreeMemory, first_training_start, quiet_ray_environment, require_sst2,
+    result_line, sst2_study, sst2_subset, tree_pss_kib,
 )
 
 # Small TextCNN strategies that train in 1-2 s per epoch on one core on the full SST-2 training set (6,920 sentences; 0.4-0.7 s with the first 2,500).
@@ -76,7 +88,8 @@ def run_plain(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
     from trainables.runner import TrialSettings
 
     task = config.get_task()
-    started = time.perf_counter()
+    trainable = TrainingStart(task.trainable, folder / "stamps-plain")
+    started_at, started = time.time(), time.perf_counter()
     data = task.load_data(config.data, data_root, config.seed)
     settings = TrialSettings(metric=config.metric, mode=config.mode, max_epochs=config.budget.max_epochs,
                              seed=config.seed, threads=1, checkpoint=False)
@@ -95,7 +108,7 @@ def run_plain(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        task.trainable(trial_config, data, settings, report=report)
+        trainable(trial_config, data, settings, report=report)
         return last[config.metric]
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -108,8 +121,11 @@ def run_plain(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
         sampler=make_sampler(config.seed),
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=config.asha.grace_period, reduction_factor=int(config.asha.reduction_factor)),
     )
+    before_trials_mib = tree_pss_kib() / 1024  # data loaded, study open: what the trials add comes on top
     study.optimize(objective, n_trials=config.budget.trials, n_jobs=config.budget.concurrency, callbacks=[progress])
-    return {**trial_figures(study, config.budget.concurrency), "call_s": time.perf_counter() - started, "best": study.best_value}
+    return {**trial_figures(study, config.budget.concurrency), "call_s": time.perf_counter() - started, "best": study.best_value,
+            "started_at": started_at, "ended_at": time.time(), "first_training_at": first_training_start(trainable.folder),
+            "before_trials_mib": before_trials_mib}
 
 
 # ---- engine side --------------------------------------------------------------------------------
@@ -121,12 +137,14 @@ def run_engine(config: Any, data_root: Path, folder: Path) -> dict[str, Any]:
 
     from search.engine import run_search
 
-    started = time.perf_counter()
+    trainable = TrainingStart(config.get_task().trainable, folder / "stamps-engine")  # trains as the task's own
+    started_at, started = time.time(), time.perf_counter()
     summary = run_search(config, data_root=data_root, storage_path=folder / "ray_results", ray_temp_dir=folder / "ray",
-                         log=lambda line: print(f"  engine | {line}", flush=True))
+                         trainable=trainable, log=lambda line: print(f"  engine | {line}", flush=True))
     call = time.perf_counter() - started
     study = optuna.load_study(study_name=config.name, storage=config.storage)
-    return {**trial_figures(study, config.budget.concurrency), "call_s": call, "best": summary.best_value}
+    return {**trial_figures(study, config.budget.concurrency), "call_s": call, "best": summary.best_value,
+            "started_at": started_at, "ended_at": time.time(), "first_training_at": first_training_start(trainable.folder)}
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -148,6 +166,11 @@ def release_garbage() -> None:
 def derived(side: dict[str, Any], concurrency: int) -> dict[str, float]:
     capacity = concurrency * side["span_s"]
     return {
+        # What a search costs once: from the call to the first trial training (data, Ray, workers,
+        # imports), and from the last trial told to the call's return (for the engine: the best
+        # trial scored on test, Ray stopped).
+        "fixed_startup_s": side["first_training_at"] - side["started_at"],
+        "fixed_end_s": side["ended_at"] - side["last_told_at"],
         "efficiency": side["busy_s"] / capacity,
         "overhead_per_trial_s": (capacity - side["busy_s"]) / side["trials"],
         "efficiency_call": side["busy_s"] / (concurrency * side["call_s"]),
@@ -157,6 +180,14 @@ def derived(side: dict[str, Any], concurrency: int) -> dict[str, float]:
         "efficiency_before_tail": side["busy_s"] / (capacity - side["tail_idle_s"]),
         "overhead_per_trial_before_tail_s": (capacity - side["tail_idle_s"] - side["busy_s"]) / side["trials"],
     }
+
+
+def memory_per_trial_mib(side: str, figures: dict[str, Any], tree: TreeMemory, concurrency: int) -> float:
+    """What one more concurrent trial adds to the peak: for the engine, a trial worker process (its
+    mean PSS at the peak); for plain Optuna, a share of what the trials added to this process."""
+    if side == "engine":
+        return tree.peak_mean_pss_mib(TRIAL_WORKER) or float("nan")
+    return (tree.peak_pss_kib / 1024 - figures["before_trials_mib"]) / concurrency
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 with TreeMemory() as tree:
                     figures = run(config, data_root, folder)
                 figures.update(derived(figures, args.concurrency))
+                figures["memory_per_trial_mib"] = memory_per_trial_mib(side, figures, tree, args.concurrency)
                 rows[side].append(figures)
                 memory[side].append(tree)
                 print(f"round {round_}: {side:<6} span {figures['span_s']:.1f} s (call {figures['call_s']:.1f} s), "
@@ -218,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"training, {figures['gap_idle_s']:.1f} s slots empty between trials, {figures['tail_idle_s']:.1f} s slots empty at the end of the search, "
                       f"{figures['first_trials_overhead_s']:.1f} s in the first trial of each slot not training (start-up), "
                       f"{figures['steady_trial_overhead_s']:.2f} s per later trial not training", flush=True)
+                print(f"round {round_}: {side:<6} fixed: {figures['fixed_startup_s']:.1f} s from the call to the first trial training, "
+                      f"{figures['fixed_end_s']:.1f} s from the last trial told to the return; per trial: "
+                      f"{figures['steady_overhead_per_trial_s']:.2f} s not training once started, "
+                      f"{figures['memory_per_trial_mib']:.0f} MiB per concurrent trial", flush=True)
                 print(f"round {round_}: {side:<6} peak PSS by process, MiB: {tree.describe_peak()} "
                       f"(the tree at the side's start: {tree.start_pss_kib / 1024:.0f})", flush=True)
 
@@ -255,16 +291,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{side}_efficiency_before_tail": median(side, "efficiency_before_tail"),
             f"{side}_overhead_per_trial_before_tail_s": median(side, "overhead_per_trial_before_tail_s"),
             f"{side}_gap_idle_s": median(side, "gap_idle_s"), f"{side}_tail_idle_s": median(side, "tail_idle_s"),
-            f"{side}_startup_s": median(side, "first_trials_overhead_s"),
+            f"{side}_first_trials_overhead_s": median(side, "first_trials_overhead_s"),
             f"{side}_steady_trial_overhead_s": median(side, "steady_trial_overhead_s"),
+            f"{side}_fixed_startup_s": median(side, "fixed_startup_s"), f"{side}_fixed_end_s": median(side, "fixed_end_s"),
+            f"{side}_steady_overhead_per_trial_s": median(side, "steady_overhead_per_trial_s"),
+            f"{side}_memory_per_trial_mib": median(side, "memory_per_trial_mib"),
         })
     figures.update({
         "ratio_wall_per_epoch": median("engine", "wall_per_epoch_s") / median("plain", "wall_per_epoch_s"),
         "ratio_efficiency": figures["engine_efficiency"] / figures["plain_efficiency"],
         "ratio_overhead_per_trial": figures["engine_overhead_per_trial_s"] / max(1e-9, figures["plain_overhead_per_trial_s"]),
         "ratio_peak_memory": figures["engine_peak_gib"] / figures["plain_peak_gib"],
+        "steady_overhead_difference_s": figures["engine_steady_overhead_per_trial_s"] - figures["plain_steady_overhead_per_trial_s"],
         "trials": args.trials, "max_epochs": args.max_epochs, "concurrency": args.concurrency, "rounds": args.rounds,
     })
+    print()
+    print("the overhead in three figures (issue 25; medians):")
+    for side, bound in (("engine", "  "), ("plain", "<=")):  # plain's includes what its first trial imports once
+        print(f"  {side:<6} fixed start-up per search {figures[f'{side}_fixed_startup_s']:6.1f} s, "
+              f"steady overhead per trial {figures[f'{side}_steady_overhead_per_trial_s']:5.2f} s, "
+              f"memory per additional concurrent trial {bound}{figures[f'{side}_memory_per_trial_mib']:4.0f} MiB")
+    print(f"  targets: steady overhead per trial within 0.1 s of plain's: {figures['steady_overhead_difference_s']:+.2f} s "
+          f"({'met' if figures['steady_overhead_difference_s'] <= 0.1 else 'not met'}); efficiency engine / plain >= 0.98 at "
+          f"100 trials: {figures['ratio_efficiency']:.3f} at {args.trials} trials"
+          + ("" if args.trials >= 100 else " (run --trials 100 for the target's size)"))
     print(result_line(figures))
     return 0
 

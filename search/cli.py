@@ -83,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", metavar="JSON", help="the `data` section as JSON or YAML (overrides the file)")
     train.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                        help="one config value, named as in the DB (loss/name=focal, loss/focal/gamma=2.0); repeatable")
-    train.add_argument("--out", default="trained", metavar="DIR", help="model.pt, vocab.json, metrics.json, config.yaml (default: ./trained)")
+    train.add_argument("--out", default="trained", metavar="DIR", help="model.safetensors, vocab.json, metrics.json, config.yaml (default: ./trained)")
     train.add_argument("--data-root", help="folder with local copies of datasets (default: $SEARCH_DATA_ROOT)")
     train.add_argument("--max-epochs", type=int, help="epochs (default: the study's max_epochs)")
 
     dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
     dashboard.add_argument("--storage", default=None, help=f"SQLAlchemy URL (default: $SEARCH_STORAGE or {DEFAULT_STORAGE})")
-    dashboard.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only; the dashboard has no authentication, see README)")
     dashboard.add_argument("--port", type=int, default=8080)
     return parser
 
@@ -106,7 +106,14 @@ def _add_run_flags(command: argparse.ArgumentParser) -> None:
         help="run on an existing Ray cluster: auto, HOST:PORT (the head's GCS port) or ray://HOST:PORT "
         "(default: $SEARCH_RAY_ADDRESS, else a local Ray started for this run)",
     )
-    command.add_argument("--quiet", action="store_true", help="no progress table, only the summary")
+    command.add_argument(
+        "--ray-dashboard", action="store_true",
+        help="start Ray's dashboard with the local Ray of this search (needs pip install 'ray[default]'); "
+        "by default a search starts Ray without it",
+    )
+    output = command.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="no progress table, only the summary")
+    output.add_argument("--verbose", action="store_true", help="also Ray's own output: its banners and log lines, and the trials' logs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as error:
         from search import DataError, SearchError, SpaceError, StudyFileError
+        from search.resilient_storage import StorageUnavailable
 
-        if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError)):
+        if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError, StorageUnavailable)):
             print(f"search: error: {error}", file=sys.stderr)
             return 2
         raise
@@ -179,6 +187,11 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _search(config: object, args: argparse.Namespace) -> int:
+    if args.ray_dashboard and args.address:
+        raise UserError(
+            f"--ray-dashboard starts Ray's dashboard with the local Ray of a search; the cluster at {args.address!r} "
+            "has the dashboard it was started with (`ray start --head --include-dashboard=true`)"
+        )
     import optuna
 
     from search import run_search
@@ -195,12 +208,14 @@ def _search(config: object, args: argparse.Namespace) -> int:
         f"  budget: {budget.trials} trials, up to {budget.max_epochs} epochs, {budget.concurrency} at a time, "
         f"{budget.cpus_per_trial:g} CPU + {budget.gpus_per_trial:g} GPU each; "
         f"ASHA grace {config.asha.grace_period}, reduction {config.asha.reduction_factor:g}\n"
-        f"  space: {_space_line(config)}",
+        f"  space: {_space_line(config)}\n"
+        f"  start: {_start_line(config)}",
         flush=True,
     )
     summary = run_search(
         config, data_root=args.data_root, storage_path=args.storage_path, address=args.address,
-        verbose=0 if args.quiet else 1, log=lambda line: print(f"  {line}", flush=True),
+        verbose=0 if args.quiet else 2 if args.verbose else 1, ray_dashboard=args.ray_dashboard,
+        log=lambda line: print(f"  {line}", flush=True),
     )
     minutes, seconds = divmod(int(summary.wall_seconds), 60)
     total = sum(summary.states.values())
@@ -212,13 +227,25 @@ def _search(config: object, args: argparse.Namespace) -> int:
             print(f"  test: {config.metric} {summary.test_metrics[config.metric]:.4f} (best trial's model on the test split)")
     else:
         print("  best: no trial completed all its epochs yet")
+    for line in summary.baseline.lines() if summary.baseline else ():
+        print(f"  {line}" if line.startswith("baseline") else f"            {line}")
     if summary.interrupted:
         print(f"  interrupted: trials cut off are recorded as FAIL and re-queued with their last checkpoint; "
               f"`search resume {summary.study_name}` (or the same command) continues the study")
-    storage_flag = f" --storage {summary.storage}" if summary.storage != _default_storage() else ""
+    storage_flag = f" --storage {_password_masked(summary.storage)}" if summary.storage != _default_storage() else ""
     print(f"  next: search best {summary.study_name}{storage_flag}")
-    print(f"        optuna-dashboard {summary.storage}")
+    print(f"        optuna-dashboard {_password_masked(summary.storage)}")
     return 130 if summary.interrupted else 0
+
+
+def _password_masked(url: str) -> str:
+    """A storage URL for a command line to copy, its password shown as *** (the user fills it in)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
 
 
 def _space_line(config: object) -> str:
@@ -230,6 +257,29 @@ def _space_line(config: object) -> str:
             chosen = [*(f"{n}?" for n in fam.candidates), *fam.always]
             parts.append(f"{fam.family}={'+'.join(chosen) or 'none'}")
     return " ".join(parts)
+
+
+def _start_line(config: object) -> str:
+    """The sampler, the baseline run first, and how many configs are queued after it."""
+    from search.sampler import SamplerChoice
+
+    sampler = config.sampler or SamplerChoice()  # type: ignore[attr-defined]
+    options = "".join(f", {k} {v}" for k, v in sampler.options.items())
+    parts = [f"sampler {sampler.name}{options}"]
+    baseline = config.baseline  # type: ignore[attr-defined]
+    if baseline is None:
+        parts.append("no baseline")
+    else:
+        from spaces import Strategy
+
+        parts.append(f"{baseline.source}: {Strategy.from_config(baseline.config).summary()}")
+    if config.enqueue:  # type: ignore[attr-defined]
+        count = len(config.enqueue)  # type: ignore[attr-defined]
+        parts.append(f"{count} config{'s' if count != 1 else ''} from `enqueue`")
+    warm = config.warm_start  # type: ignore[attr-defined]
+    if warm is not None:
+        parts.append(f"warm start from the {warm.top} best trials of study {warm.study!r}")
+    return "; ".join(parts)
 
 
 def _open_existing(storage_url: str):
@@ -294,6 +344,7 @@ def _best(study_name: str, storage_url: str, as_study: str | None = None) -> int
     test = study.user_attrs.get("best_trial_test", {})
     if test.get("trial") == best.number:
         print("test split: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if k != "trial"))
+    _print_baseline(study)
     print("config:")
     print(yaml.safe_dump(attrs.get("config", best.params), sort_keys=False, default_flow_style=False).rstrip())
     if as_study:
@@ -317,6 +368,15 @@ def _write_retrain_study(study: object, best: object, study_name: str, path: str
     print(f"wrote {path}: search run {path} --max-epochs N retrains this config and scores it on the test split")
 
 
+def _print_baseline(study: object) -> None:
+    """`baseline X, best Y (+Z)`, where the study has a baseline trial."""
+    from search.start import compare_with_baseline
+
+    comparison = compare_with_baseline(study)  # type: ignore[arg-type]
+    for line in comparison.lines() if comparison else ():
+        print(line)
+
+
 def _load_studies(names: Sequence[str], storage_url: str) -> list:
     import optuna
 
@@ -337,9 +397,14 @@ def _report(names: Sequence[str], storage_url: str, out: str | None, table: bool
     if table:
         for study in studies:
             print(f"study {study.study_name!r} ({study.user_attrs.get('metric', 'value')}, {study.direction.name.lower()}):")
+            _print_baseline(study)
             print(format_table(strategy_table(study)))
             print()
     if out:
+        if not table:
+            for study in studies:
+                print(f"study {study.study_name!r}:")
+                _print_baseline(study)
         print(f"wrote {write_report(studies, out)}")
     return 0
 
@@ -415,7 +480,7 @@ def _train(args: argparse.Namespace) -> int:
     # Errors name the file's fields, or the flags where the config (partly) came from flags.
     path = config_file if config_file is not None and not args.settings else FLAGS
     result = train_document(document, path=path, out_dir=args.out, data_root=args.data_root, max_epochs=args.max_epochs)
-    print(f"wrote {args.out}/model.pt, vocab.json, metrics.json, config.yaml")
+    print(f"wrote {args.out}/model.safetensors, vocab.json, metrics.json, config.yaml")
     return 0 if result else 1
 
 
@@ -435,6 +500,9 @@ def _dashboard(storage_url: str, host: str, port: int) -> int:
             pass
 
     storage = _open_existing(storage_url)
+    warning = _unauthenticated_exposure(host, port)
+    if warning:
+        print(f"search: warning: {warning}", file=sys.stderr, flush=True)
     try:
         server = make_server(host, port, wsgi(storage), server_class=ThreadedServer, handler_class=QuietHandler)
     except OSError as error:
@@ -442,6 +510,25 @@ def _dashboard(storage_url: str, host: str, port: int) -> int:
     print(f"optuna-dashboard on http://{host}:{port}/dashboard for {display_url(storage_url)} (Ctrl-C stops it)", flush=True)
     server.serve_forever()
     return 0
+
+
+def _unauthenticated_exposure(host: str, port: int) -> str | None:
+    """What serving the dashboard on `host` exposes, or None when only this machine can reach it
+    (every address `host` names is loopback). An unresolvable name is left to the server to refuse."""
+    import ipaddress
+    import socket
+
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return None
+    if addresses and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses):
+        return None
+    return (
+        f"--host {host} serves beyond this machine, and optuna-dashboard has no authentication: anyone who reaches "
+        f"port {port} can read every study in this database and change or delete them. Serve on 127.0.0.1 and reach it "
+        "through an SSH tunnel or an authenticating proxy (README: \"The dashboard on a network\")"
+    )
 
 
 if __name__ == "__main__":

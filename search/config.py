@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,8 +19,14 @@ from spaces.finetuning import pretrained_models
 from trainables.data import FieldError, Section
 from trainables.data.subwords import with_pretrained
 
+if TYPE_CHECKING:
+    from search.sampler import SamplerChoice
+    from search.start import QueuedConfig, WarmStart
+
 DEFAULT_STORAGE = "sqlite:///search.db"
 DIRECTIONS = {"maximize": "max", "minimize": "min"}
+# numpy's legacy seeding (np.random.seed, which every trial calls) takes 32-bit seeds only.
+MAX_SEED = 2**32 - 1
 
 
 class StudyFileError(ValueError):
@@ -28,8 +34,14 @@ class StudyFileError(ValueError):
 
     def __init__(self, path: str | os.PathLike, field: str, message: str) -> None:
         self.path, self.field, self.message = str(path), field, message
-        where = f"field `{field}`: " if field else ""
-        super().__init__(f"{path}: {where}{message}")
+        where = f"field `{_one_line(field)}`: " if field else ""
+        super().__init__(f"{path}: {where}{_one_line(message)}")
+
+
+def _one_line(text: str) -> str:
+    """`text` with control characters escaped: a key or value read from the file may hold a
+    newline, and the error must stay one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,12 @@ class StudyConfig:
     # Where Ray keeps trial folders and checkpoints: on a cluster, a path every node reaches
     # (NFS mount, s3://...). None: ./ray_results.
     storage_path: str | None = None
+    # How the search starts (search.start): the sampler (None: TPE), the baseline it runs first
+    # (None: `baseline: none`), configs to run next, and another study whose best trials run next.
+    sampler: SamplerChoice | None = None
+    baseline: QueuedConfig | None = None
+    enqueue: tuple[QueuedConfig, ...] = ()
+    warm_start: WarmStart | None = None
 
     @property
     def mode(self) -> str:
@@ -82,7 +100,10 @@ class StudyConfig:
         return get_task(self.task)
 
 
-TOP_LEVEL = ("name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "storage_path", "space")
+TOP_LEVEL = (
+    "name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "storage_path", "space",
+    "sampler", "baseline", "enqueue", "warm_start",
+)
 
 
 def parse_data_section(task_name: str, data: Mapping[str, Any], path: str) -> Any:
@@ -115,9 +136,18 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
     if not isinstance(raw, Mapping):
         raise StudyFileError(path, "", f"a study file must be a mapping of fields ({', '.join(TOP_LEVEL)}), got {type(raw).__name__}")
     try:
-        return check_consistency(_parse_fields(Section(raw), raw, path, default_name))
+        config = _parse_fields(Section(raw), raw, path, default_name)
     except FieldError as error:
         raise StudyFileError(path, error.field, error.message) from None
+    return check_consistency(with_start_controls(config, raw))
+
+
+def with_start_controls(config: StudyConfig, raw: Mapping[str, Any]) -> StudyConfig:
+    """`config` with what the study file says about how the search starts: `sampler`, `baseline`,
+    `enqueue`, `warm_start` (search.start), each checked against the study's space."""
+    from search.start import read_start_controls
+
+    return read_start_controls(config, raw, config.get_task())
 
 
 def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name: str) -> StudyConfig:
@@ -155,7 +185,8 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         reduction_factor=asha_reader.number("reduction_factor", Asha.reduction_factor, minimum=2),
     )
 
-    space_spec = raw.get("space") or {}
+    space_spec = raw.get("space")
+    space_spec = {} if space_spec is None else space_spec  # `space:` left empty: every default
     try:
         space = build_space(space_spec, task.registries, offers=task.offers, task=task.name)
     except SpaceError as error:
@@ -165,7 +196,7 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         path=path,
         name=top.string("name", default_name),
         task=task_name,
-        seed=top.integer("seed", 0, minimum=0),
+        seed=top.integer("seed", 0, minimum=0, maximum=MAX_SEED),
         # The data is tokenized for every pretrained model the space may fine-tune.
         data=with_pretrained(task.data_spec.from_section(top.section("data")), pretrained_models(space)),
         metric=metric,
@@ -205,7 +236,8 @@ def load_study_file(path: str | os.PathLike) -> StudyConfig:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
+        # A reader error (a control character, bad UTF-8) has no `problem`, and several lines.
+        problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
         raise StudyFileError(path, "", f"is not valid YAML{where}: {problem}") from None
     return parse_study(raw, str(path), default_name=path.stem)
 
@@ -252,7 +284,9 @@ def apply_overrides(
 
 def fixed_study(study: Mapping[str, Any], config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The recorded study file with its space fixed to one trial's config: one trial to retrain."""
-    fixed = {k: v for k, v in study.items() if k != "space"}
+    # One fixed config to train: no baseline, queued configs or sampler choice beside it.
+    fixed = {k: v for k, v in study.items() if k not in ("space", "sampler", "baseline", "enqueue", "warm_start")}
+    fixed["baseline"] = "none"
     fixed["name"] = name
     fixed["budget"] = {**study.get("budget", {}), "trials": 1, "concurrency": 1}
     fixed["space"] = Strategy.from_config(config).fixed_space()

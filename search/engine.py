@@ -7,13 +7,14 @@ or touched, so that a bad input leaves the database as it was.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from search import recovery
+from search import lease, recovery
 from search.config import StudyConfig
+from search.start import BaselineComparison, compare_with_baseline, load_warm_start, queue_first_trials, record_sampler
+from search.resilient_storage import ResilientRDBStorage
 from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
 from trainables.runner import TrialSettings
@@ -54,6 +57,7 @@ class SearchSummary:
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
     test_metrics: dict[str, float] | None = None  # the best trial of this run, on the test split
+    baseline: BaselineComparison | None = None  # the study's baseline against its best trial
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -71,7 +75,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            storage = ResilientRDBStorage(url, engine_kwargs=engine_kwargs, display_url=display_url(url))
             break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             # Two searches starting at once on a new database both create Optuna's tables; the
@@ -181,11 +185,9 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
     apart (`constant_liar`): the space is define-by-run and several trials run at once. It models
     the 50 best and the 200 most recent trials (`BoundedTPESampler`): plain TPE reads every trial
     at every sample, so the driver's cost per trial grew with the study (bench/scale.py)."""
-    from search.sampler import BoundedTPESampler
+    from search.sampler import SamplerChoice, build_sampler
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return BoundedTPESampler(window=200, keep_best=50, seed=seed, multivariate=True, group=True, constant_liar=True)
+    return build_sampler(SamplerChoice("tpe"), seed)  # a study file's `sampler:` may choose another
 
 
 def describe_strategy(config: dict[str, Any]) -> dict[str, Any]:
@@ -226,13 +228,16 @@ def run_search(
     ray_temp_dir: str | os.PathLike | None = None,
     trainable: Callable[..., None] | None = None,
     verbose: int = 1,
+    ray_dashboard: bool = False,
     log: Callable[[str], None] = print,
 ) -> SearchSummary:
     """Runs (or continues) the study described by `config` and returns what the DB holds after.
 
     `address`: an existing Ray cluster (`auto`, `HOST:PORT` or `ray://HOST:PORT`); None starts a
     local Ray. `storage_path` (else the study's `storage_path`, else ./ray_results): where trial
-    folders and checkpoints go; on a cluster, a path every node reaches.
+    folders and checkpoints go; on a cluster, a path every node reaches. `verbose`: 0 no progress
+    lines, 1 progress lines, 2 also Ray's own output (its banners, log lines and the trials' logs).
+    `ray_dashboard`: start Ray's dashboard with the local Ray (needs `ray[default]`).
     """
     started = time.perf_counter()
     task = config.get_task()
@@ -242,9 +247,11 @@ def run_search(
     # 1) data and storage first: nothing is written before both are known to be good.
     data = _load_data(config, task, data_root, log)
     run = _SearchRun(config, task, data, open_storage(config.storage), log)
+    _refuse_if_another_driver_runs(run)
+    warm_start = load_warm_start(config)  # refused here, before anything is written, when incompatible
 
     # 2) Ray: local unless the caller already connected to a cluster.
-    with _connect_ray(address, ray_temp_dir, verbose, log) as cluster_resources:
+    with _connect_ray(address, ray_temp_dir, verbose, log, dashboard=ray_dashboard) as cluster_resources, ExitStack() as held:
         resources, notes = _trial_resources(config, cluster_resources)
         for note in notes:
             log(f"note: {note}")
@@ -252,19 +259,43 @@ def run_search(
         # 3) The study: created, or reopened after checking it is the same kind of search; the
         # trials a dead driver left RUNNING are failed and re-queued before the budget is counted.
         study = prepare_study(run.storage, config)
+        held.callback(_study_lease(run, study).release)  # one driver per study, from here to the end
         recovery.reconcile_orphans(study, log)
         remaining = _trials_to_run(study, config, log)
         if remaining <= 0:
             return summarize(config, run.storage, started, trials_run=0, data_source=run.data_source, notes=notes)
+        # The baseline, `enqueue:` and warm-start configs run first, each once per study.
+        record_sampler(study, config, log)
+        queue_first_trials(study, config, warm_start, remaining, log)
 
-        # 4) The search, then this run's best trial on the test split.
+        # 4) The search, then this run's best trial (and baseline) on the test split.
         tuning = _build_tuner(run, resources, remaining, trainable=trainable, storage_path=storage_path, verbose=verbose)
         results, interrupted = _fit(tuning)
         test_metrics = _score_best_on_test(run, tuning, results)
+        _score_baseline_on_test(run, tuning, results)
     summary = summarize(config, run.storage, started, trials_run=remaining, data_source=run.data_source, notes=notes)
     summary.interrupted = interrupted
     summary.test_metrics = test_metrics
     return summary
+
+
+def _refuse_if_another_driver_runs(run: _SearchRun) -> None:
+    """Stops a second driver of a study before it starts Ray (`_study_lease` decides for good)."""
+    try:
+        lease.refuse_if_busy(run.storage, run.config.name, f" in {display_url(run.config.storage)}")
+    except lease.StudyBusy as error:
+        raise SearchError(str(error)) from None
+
+
+def _study_lease(run: _SearchRun, study: optuna.Study) -> lease.StudyLease:
+    """This driver's lease on the study (see `search.lease`): refused, naming the live driver,
+    when another runs it; a dead driver's lease is taken over."""
+    held = lease.StudyLease(run.storage, study._study_id, study.study_name, where=f" in {display_url(run.config.storage)}")
+    try:
+        held.acquire()
+    except lease.StudyBusy as error:
+        raise SearchError(str(error)) from None
+    return held
 
 
 def _load_data(config: StudyConfig, task: Task, data_root: str | os.PathLike | None, log: Callable[[str], None]) -> Any:
@@ -278,21 +309,30 @@ def _load_data(config: StudyConfig, task: Task, data_root: str | os.PathLike | N
     return data
 
 
+# Set to 1, a local Ray starts as it did before the lean start (prestarted idle workers, Ray's
+# banners and init log lines): bench/startup.py's reference side.
+CLASSIC_RAY_START_ENV = "SEARCH_CLASSIC_RAY_START"
+
+
 @contextmanager
 def _connect_ray(
     address: str | None, ray_temp_dir: str | os.PathLike | None, verbose: int, log: Callable[[str], None],
+    *, dashboard: bool = False,
 ) -> Iterator[dict[str, float]]:
     """Ray for the search, yielding the cluster's resources: the cluster at `address`, else a local
-    Ray started here. A Ray the caller already connected to is used as it is and left running."""
+    Ray started here (`_start_local_ray`). A Ray the caller already connected to is used as it is
+    and left running. Below verbose 2, none of Ray's banners reach the output."""
     import ray
 
     owns_ray = not ray.is_initialized()
+    quiet = verbose < 2 and not _classic_ray_start()
     # glibc gives each thread of a Ray worker its own malloc arena and keeps what trials free:
     # two arenas cut a reused worker's memory by about a third (bench/overhead.py).
     worker_env = {"env_vars": {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}}
     if owns_ray and address:
         try:
-            ray.init(address=address, log_to_driver=verbose >= 2, configure_logging=False, runtime_env=worker_env)
+            with _ray_warnings_hidden(quiet):
+                ray.init(address=address, log_to_driver=verbose >= 2, configure_logging=False, runtime_env=worker_env)
         except Exception as error:  # ConnectionError, version mismatch, ...: one line, no traceback
             hint = ""
             if os.environ.get("RAY_AUTH_MODE") != "token":
@@ -303,15 +343,106 @@ def _connect_ray(
             raise SearchError(f"cannot join the Ray cluster at {address!r}: {type(error).__name__}: {_first_line(error)}{hint}") from None
         log(f"ray: joined the cluster at {address} ({_describe_cluster(ray.cluster_resources())})")
     elif owns_ray:
-        ray.init(
-            include_dashboard=False, log_to_driver=verbose >= 2, configure_logging=False, runtime_env=worker_env,
-            _temp_dir=str(Path(ray_temp_dir).resolve()) if ray_temp_dir else None,
-        )
+        _start_local_ray(ray_temp_dir, verbose, worker_env, dashboard=dashboard, log=log)
     try:
-        yield ray.cluster_resources()
+        with _tune_banners_hidden(quiet):
+            yield ray.cluster_resources()
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+def _start_local_ray(
+    ray_temp_dir: str | os.PathLike | None, verbose: int, worker_env: dict[str, Any], *, dashboard: bool, log: Callable[[str], None],
+) -> None:
+    """A Ray on this machine for one search, with only what a search uses.
+
+    Ray 2.60 always starts its GCS, raylet, dashboard agent and runtime-env agent (the raylet
+    refuses to start without both agents), its autoscaler monitor and log monitor (`ray.init` has
+    no option for them), and a dashboard process, which `include_dashboard=False` keeps to a stub
+    without the web UI. What is left out: the web dashboard unless asked (`dashboard`), and the
+    idle workers Ray prestarts for the first driver, one per CPU: Tune runs every trial in an actor
+    with its own runtime environment, which a prestarted worker never matches, so they only took
+    memory (about 45 MiB each) and CPU at the start (bench/startup.py).
+
+    Where `ray.init()` finds a Ray to join instead ($RAY_ADDRESS, or a cluster `ray start` left on
+    this machine), it joins it as before: the raylet reads the prestart setting from its
+    environment when it starts, so it is handed over that way and only a raylet started here sees it.
+    """
+    import ray
+
+    options: dict[str, Any] = {
+        "log_to_driver": verbose >= 2, "runtime_env": worker_env,
+        "_temp_dir": str(Path(ray_temp_dir).resolve()) if ray_temp_dir else None,
+    }
+    if _classic_ray_start():
+        ray.init(include_dashboard=False, configure_logging=False, **options)
+        return
+    if dashboard:
+        _require_dashboard_packages()
+    with _ray_warnings_hidden(verbose < 2), _environment_default("RAY_prestart_worker_first_driver", "0"):
+        context = ray.init(include_dashboard=dashboard, configure_logging=verbose >= 2, **options)
+    if dashboard:
+        # `ray.init` turns token authentication on for a new local Ray unless told otherwise.
+        token = " (it asks for Ray's token: ~/.ray/auth_token unless $RAY_AUTH_TOKEN_PATH says otherwise)" if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+        log(f"ray: dashboard at http://{context.dashboard_url}{token}")
+
+
+def _classic_ray_start() -> bool:
+    return os.environ.get(CLASSIC_RAY_START_ENV) == "1"
+
+
+def _require_dashboard_packages() -> None:
+    """Ray's dashboard needs `ray[default]`'s packages; without them `ray.init` fails half-way,
+    after starting its GCS. `ray.dashboard.optional_deps` is Ray's own list of them."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401
+    except ImportError as error:
+        raise SearchError(
+            f"--ray-dashboard: Ray's dashboard needs packages this environment lacks ({error}); "
+            "install them with pip install 'ray[default]', or run without --ray-dashboard"
+        ) from None
+
+
+@contextmanager
+def _ray_warnings_hidden(hidden: bool) -> Iterator[None]:
+    """Ray's log lines below ERROR are dropped while `hidden`: at `ray.init`, the token
+    authentication notice and the like, which say nothing about the search."""
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    if hidden:
+        ray_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ray_logger.setLevel(level)
+
+
+@contextmanager
+def _tune_banners_hidden(hidden: bool) -> Iterator[None]:
+    """Ray Tune's start banners (the "Configuration for experiment" box, where the results are,
+    the TensorBoard command) are not printed while `hidden`. They come from Tune's default output
+    engine even at `verbose=0`; its legacy engine (`RAY_AIR_NEW_OUTPUT=0`) prints nothing at
+    `verbose=0`."""
+    if not hidden:
+        yield
+        return
+    with _environment_default("RAY_AIR_NEW_OUTPUT", "0"):
+        yield
+
+
+@contextmanager
+def _environment_default(name: str, value: str) -> Iterator[None]:
+    """`name=value` in this process's environment (and so in the processes it starts) for the
+    duration, unless the user set `name`: their value is kept."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _trials_to_run(study: optuna.Study, config: StudyConfig, log: Callable[[str], None]) -> int:
@@ -344,7 +475,8 @@ def _build_tuner(
     from search.searcher import TrialRecorder
 
     config = run.config
-    searcher = _make_searcher(config, run.storage)
+    results_root = _storage_path(storage_path or config.storage_path)
+    searcher = _make_searcher(config, run.storage, checkpoint_root=results_root)
     settings = _trial_settings(config)
     progress = [ProgressPrinter(config.metric, config.mode, config.budget.max_epochs, remaining, searcher.trial_number, run.log)] if verbose else []
     runnable = tune.with_parameters(guard_trial(trainable or run.task.trainable), data=run.data, settings=settings)
@@ -352,7 +484,8 @@ def _build_tuner(
     tuner = tune.Tuner(
         runnable,
         tune_config=tune.TuneConfig(
-            metric=config.metric, mode=config.mode, search_alg=searcher, scheduler=_asha_scheduler(config),
+            metric=config.metric, mode=config.mode, search_alg=searcher,
+            scheduler=_asha_scheduler(config, runs_full_budget=searcher.runs_full_budget),
             num_samples=remaining,
             # Without it a searcher gets one pending trial at a time: trials run one by one.
             max_concurrent_trials=config.budget.concurrency,
@@ -362,7 +495,7 @@ def _build_tuner(
         ),
         run_config=tune.RunConfig(
             name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=_storage_path(storage_path or config.storage_path),
+            storage_path=results_root,
             callbacks=[TrialRecorder(searcher), *progress],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Retries lost workers/nodes from the last checkpoint; the trial's own errors are
@@ -374,17 +507,20 @@ def _build_tuner(
     return _Tuning(tuner, searcher, settings)
 
 
-def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage) -> RecordingOptunaSearch:
-    """Ray's OptunaSearch on this study, recording in it what actually happened to each trial."""
+def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage, checkpoint_root: str | None = None) -> RecordingOptunaSearch:
+    """Ray's OptunaSearch on this study, recording in it what actually happened to each trial;
+    re-queued trials resume only from checkpoints under `checkpoint_root` (the run's storage path)."""
+    from search.sampler import SamplerChoice, build_sampler
     from search.searcher import RecordingOptunaSearch
 
     return RecordingOptunaSearch(
         space=functools.partial(suggest, space=config.space),
         metric=config.metric, mode=config.mode,
-        sampler=make_sampler(config.seed),
+        sampler=build_sampler(config.sampler or SamplerChoice(), config.seed, config.space),
         study_name=config.name, storage=storage,
         max_epochs=config.budget.max_epochs,
         describe=describe_strategy,
+        checkpoint_root=checkpoint_root,
     )
 
 
@@ -396,9 +532,17 @@ def _trial_settings(config: StudyConfig) -> TrialSettings:
     )
 
 
-def _asha_scheduler(config: StudyConfig) -> ASHAScheduler:
+def _asha_scheduler(config: StudyConfig, runs_full_budget: Callable[[str], bool] | None = None) -> ASHAScheduler:
+    """ASHA over epochs; it never stops the trials `runs_full_budget` names (the baseline)."""
     from ray.tune.schedulers import ASHAScheduler
 
+    from search.scheduler import FullBudgetASHA
+
+    if runs_full_budget is not None:
+        return FullBudgetASHA(
+            runs_full_budget=runs_full_budget, time_attr="epoch", max_t=config.budget.max_epochs,
+            grace_period=config.asha.grace_period, reduction_factor=config.asha.reduction_factor,
+        )
     return ASHAScheduler(
         # epochs, not Ray iterations: a re-queued trial resumes at epoch k + 1
         time_attr="epoch", max_t=config.budget.max_epochs,
@@ -427,12 +571,7 @@ def _score_best_on_test(run: _SearchRun, tuning: _Tuning, results: ResultGrid | 
     if not completed:
         return None
     best = study.best_trial
-    checkpoints = {
-        tuning.searcher.trial_number(result.metrics.get("trial_id")): result.checkpoint
-        for result in results
-        if result.checkpoint is not None and result.metrics
-    }
-    checkpoint = checkpoints.get(best.number)
+    checkpoint = _checkpoints_by_trial(tuning, results).get(best.number)
     if checkpoint is None:
         run.log(f"test: best trial {best.number} comes from an earlier run; its test score is not computed again")
         return None
@@ -443,6 +582,39 @@ def _score_best_on_test(run: _SearchRun, tuning: _Tuning, results: ResultGrid | 
     return metrics
 
 
+
+def _checkpoints_by_trial(tuning: _Tuning, results: ResultGrid) -> dict[int | None, Any]:
+    """The last checkpoint of each trial of this run, by Optuna trial number."""
+    return {
+        tuning.searcher.trial_number(result.metrics.get("trial_id")): result.checkpoint
+        for result in results
+        if result.checkpoint is not None and result.metrics
+    }
+
+
+def _score_baseline_on_test(run: _SearchRun, tuning: _Tuning, results: ResultGrid | None) -> None:
+    """The baseline's saved model, scored on the test split when it completed in this run, so that
+    the gain over it is measured on test too; recorded in the study's user attribute `baseline_test`."""
+    from search.start import BASELINE_ATTR
+
+    if results is None or getattr(run.data, "test", None) is None:
+        return
+    study = optuna.load_study(study_name=run.config.name, storage=run.storage)
+    baselines = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get(BASELINE_ATTR)]
+    if not baselines:
+        return
+    baseline = baselines[-1]
+    scored = study.user_attrs.get("best_trial_test") or {}
+    if scored.get("trial") == baseline.number:  # the baseline is the best trial: scored already
+        study.set_user_attr("baseline_test", scored)
+        return
+    checkpoint = _checkpoints_by_trial(tuning, results).get(baseline.number)
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as directory:
+        metrics = run.task.evaluate_checkpoint(baseline.user_attrs["config"], run.data, tuning.settings, directory, "test")
+    study.set_user_attr("baseline_test", {"trial": baseline.number, **metrics})
+    run.log(f"test: baseline trial {baseline.number} scores {run.config.metric} {metrics[run.config.metric]:.4f} on the test split")
 
 
 def check_ray_address(address: str) -> None:
@@ -530,4 +702,5 @@ def summarize(
         trials_run=trials_run,
         data_source=data_source,
         notes=list(notes or []),
+        baseline=compare_with_baseline(study),
     )

@@ -16,6 +16,7 @@ from ray.tune.result import TRAINING_ITERATION
 from search.searcher import result_epoch
 from search.trial import RESUME_FROM_KEY
 from spaces import Strategy
+from trainables.runner import RESUME_NOTE
 
 
 class ProgressPrinter(Callback):
@@ -56,6 +57,8 @@ class ProgressPrinter(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "trial_error" in result:
             return  # reported when the trial completes
+        if result.get(RESUME_NOTE):
+            self._line(trial, f"note      {result[RESUME_NOTE]}")
         value = result.get(self._metric)
         extra = ""
         if "train_loss" in result:

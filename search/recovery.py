@@ -21,6 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.start import BASELINE_ADAPTED_ATTR, BASELINE_ATTR, QUEUED_ATTR
+
 HEARTBEAT_S = 30.0
 # A trial whose driver runs on another host is orphaned when its heartbeat is this old.
 STALE_AFTER_S = 300.0
@@ -83,9 +85,30 @@ def orphan_reason(trial: FrozenTrial, now: float | None = None) -> str | None:
     return None
 
 
+def trusted_checkpoint(path: Any, storage_root: str | None) -> tuple[str | None, str | None]:
+    """Whether a checkpoint path read from the study may be loaded: (its real path, None) when it
+    lies under this run's storage path (symlinks resolved), else (None, why not). Anyone who can
+    write a row of the study could otherwise point a resumed trial at any file on the machine."""
+    if not isinstance(path, str) or not path:
+        return None, f"recorded checkpoint {path!r} is not a path: trained from the start"
+    if not storage_root or "://" in storage_root:
+        return None, f"checkpoint {path} not loaded: the storage path {storage_root!r} is not a local folder to check it against; trained from the start"
+    real, root = os.path.realpath(path), os.path.realpath(storage_root)
+    if os.path.commonpath([real, root]) != root:
+        return None, (
+            f"checkpoint {path} not loaded: it lies outside this run's storage path {root} "
+            "(give the run that wrote it --storage-path to resume from it); trained from the start"
+        )
+    if not os.path.isdir(real):
+        return None, f"checkpoint {path} is gone: trained from the start"
+    return real, None
+
+
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queues `trial`'s parameters again, with its last checkpoint to resume from (if any)."""
     user_attrs: dict[str, Any] = {REQUEUED_FROM: trial.number}
+    # What the trial was queued as (a baseline stays the baseline: ASHA must not stop it).
+    user_attrs.update({key: trial.user_attrs[key] for key in (BASELINE_ATTR, BASELINE_ADAPTED_ATTR, QUEUED_ATTR) if key in trial.user_attrs})
     checkpoint = trial.user_attrs.get("checkpoint")
     if isinstance(checkpoint, dict) and checkpoint.get("path"):
         epoch = int(checkpoint["epoch"])

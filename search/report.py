@@ -155,6 +155,16 @@ def overlaid_histories(studies: Sequence[optuna.Study]) -> go.Figure:
     return fig
 
 
+def _baseline_html(study: optuna.Study) -> str:
+    """`baseline X, best Y (+Z)` (search.start), or nothing for a study without a baseline."""
+    from search.start import compare_with_baseline
+
+    comparison = compare_with_baseline(study)
+    if comparison is None:
+        return ""
+    return "<p class='baseline'>" + "<br>".join(html.escape(line.strip()) for line in comparison.lines()) + "</p>"
+
+
 def write_report(studies: Sequence[optuna.Study], out_dir: str | Path) -> Path:
     """One self-contained HTML page (plotly.js inlined once): per study its optimization history,
     learning curves (pruned trials included), parameter importances, parallel coordinates and the
@@ -184,6 +194,7 @@ def write_report(studies: Sequence[optuna.Study], out_dir: str | Path) -> Path:
     for study in studies:
         metric = study.user_attrs.get("metric", "objective")
         sections.append(f"<h2>Study {html.escape(study.study_name)} ({html.escape(metric)}, {study.direction.name.lower()})</h2>")
+        sections.append(_baseline_html(study))
         figure(f"{study.study_name}: optimization history", lambda s=study, m=metric: vis.plot_optimization_history(s, target_name=m)
                .update_layout(xaxis=_integer_axis(len(s.trials))))
         figure(f"{study.study_name}: learning curves (intermediate values, pruned trials included)", lambda s=study, m=metric: learning_curves(s, m))

@@ -22,9 +22,9 @@ checkpoint in a new run starts at Ray iteration 1 but at epoch k + 1.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,7 +36,10 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from search import recovery
+from search.start import BASELINE_ATTR
+from search.resilient_storage import StorageUnavailable
 from search.trial import RESUME_FROM_KEY
+from trainables.runner import RESUME_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ _NOT_METRICS = {
     "epoch", "param_count", "timestamp", "checkpoint_dir_name", "should_checkpoint", "done",
     TRAINING_ITERATION, "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname",
     "node_ip", "time_since_restore", "iterations_since_restore", "config", "experiment_tag",
-    "trial_error", "trial_traceback",
+    "trial_error", "trial_traceback", RESUME_NOTE,
 }
 
 
@@ -54,22 +57,47 @@ def result_epoch(result: Mapping[str, Any]) -> int:
     return int(result.get("epoch", result[TRAINING_ITERATION]))
 
 
+def _stop_if_storage_gone(hook: Callable[..., None]) -> Callable[..., None]:
+    """A searcher hook whose `StorageUnavailable` ends the search cleanly: Ray swallows errors
+    raised in some hooks (logging their traceback) and wraps others, so the error is kept and
+    raised from `TrialRecorder.on_step_begin`, and again after the run by `close_unfinished`."""
+
+    @functools.wraps(hook)
+    def guarded(self: RecordingOptunaSearch, *args: Any, **kwargs: Any) -> None:
+        try:
+            hook(self, *args, **kwargs)
+        except StorageUnavailable as error:
+            self.storage_gone = self.storage_gone or error
+
+    return guarded
+
+
 class RecordingOptunaSearch(OptunaSearch):
     def __init__(
         self,
         *args: Any,
         max_epochs: int,
         describe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        checkpoint_root: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """`describe(config)` returns user attributes recorded when a trial starts."""
+        """`describe(config)` returns user attributes recorded when a trial starts.
+        `checkpoint_root`: this run's storage path; a re-queued trial resumes only from a
+        checkpoint under it (see `recovery.trusted_checkpoint`)."""
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
+        self._checkpoint_root = checkpoint_root
+        # Optuna trial number -> (epoch, earlier values) of a re-queued trial handed a checkpoint,
+        # until its first result says whether its worker resumed from it.
+        self._resume_pending: dict[int, tuple[int, dict[int, float]]] = {}
         self._describe = describe
         self._last_step: dict[int, int] = {}  # Optuna trial number -> last epoch recorded
         self._counted_params: set[int] = set()
         self._driver = recovery.driver_identity()
         self._failed_awaiting_reason: set[str] = set()
+        self._full_budget: set[str] = set()  # Ray trial ids of baseline trials: ASHA lets them run on
+        # Set when the database stayed away past its retry bound (see `_stop_if_storage_gone`).
+        self.storage_gone: StorageUnavailable | None = None
 
     @property
     def study(self) -> optuna.Study:
@@ -88,6 +116,8 @@ class RecordingOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("driver", self._driver)
             ot_trial.set_user_attr("heartbeat", time.time())
             self._ot_trials[trial_id] = ot_trial
+            if ot_trial.user_attrs.get(BASELINE_ATTR):  # enqueued so (search.start), or re-queued from one
+                self._full_budget.add(trial_id)
         config = super().suggest(trial_id)
         if config is None:
             return None
@@ -101,22 +131,47 @@ class RecordingOptunaSearch(OptunaSearch):
             config = {**config, RESUME_FROM_KEY: resume_from}
         return config
 
+    def runs_full_budget(self, trial_id: str) -> bool:
+        """Whether the Ray trial is the study's baseline, which trains to the full epoch budget."""
+        return trial_id in self._full_budget
+
     def _resume_point(self, ot_trial: optuna.Trial) -> str | None:
-        """For a re-queued trial with a checkpoint still on disk: carries over its earlier epochs
-        and returns the checkpoint directory."""
+        """For a re-queued trial with a checkpoint still on disk under this run's storage path: the
+        checkpoint directory; its earlier epochs are carried over once the worker has loaded it."""
         attrs = ot_trial.user_attrs
-        path = attrs.get(recovery.RESUME_CHECKPOINT)
-        if not path:
+        if not attrs.get(recovery.RESUME_CHECKPOINT):
             return None
-        if not os.path.isdir(path):
-            ot_trial.set_user_attr("resume_note", f"checkpoint {path} is gone: trained from the start")
+        path, refusal = recovery.trusted_checkpoint(attrs[recovery.RESUME_CHECKPOINT], self._checkpoint_root)
+        if path is None:
+            ot_trial.set_user_attr(RESUME_NOTE, refusal)
             return None
-        for step, value in sorted((int(k), v) for k, v in attrs.get(recovery.RESUME_VALUES, {}).items()):
-            ot_trial.report(float(value), step)
-        ot_trial.set_user_attr("resumed_from_epoch", int(attrs[recovery.RESUME_EPOCH]))
-        self._last_step[ot_trial.number] = int(attrs[recovery.RESUME_EPOCH])
+        try:
+            epoch = int(attrs[recovery.RESUME_EPOCH])
+            values = {int(step): float(value) for step, value in attrs.get(recovery.RESUME_VALUES, {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            ot_trial.set_user_attr(RESUME_NOTE, f"checkpoint {path} not loaded: its recorded epoch or values are malformed ({error}); trained from the start")
+            return None
+        self._resume_pending[ot_trial.number] = (epoch, values)
         return path
 
+    def _settle_resume(self, ot_trial: optuna.Trial, result: Mapping[str, Any]) -> None:
+        """At a re-queued trial's first result: the worker resumed after the checkpoint's epoch
+        (its earlier epochs are carried over) or refused the checkpoint and trained from the start
+        (its note is recorded)."""
+        pending = self._resume_pending.pop(ot_trial.number, None)
+        if pending is None:
+            return
+        if result.get(RESUME_NOTE):
+            ot_trial.set_user_attr(RESUME_NOTE, str(result[RESUME_NOTE]))
+            return
+        epoch, values = pending
+        for step, value in sorted(values.items()):
+            if step <= epoch:
+                ot_trial.report(value, step)
+        ot_trial.set_user_attr("resumed_from_epoch", epoch)
+        self._last_step[ot_trial.number] = max(self._last_step.get(ot_trial.number, 0), epoch)
+
+    @_stop_if_storage_gone
     def record_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
         """The trial's latest checkpoint: what a later run resumes it from if this driver dies."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -130,12 +185,14 @@ class RecordingOptunaSearch(OptunaSearch):
             if trial_id not in self._completed_trials:
                 ot_trial.set_user_attr("heartbeat", now)
 
+    @_stop_if_storage_gone
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         if "trial_error" in result:
             return  # the trial's own error report, not an epoch
         ot_trial = self._ot_trials[trial_id]
+        self._settle_resume(ot_trial, result)
         step = result_epoch(result)
         if self._last_step.get(ot_trial.number, 0) >= step:
             return  # already recorded
@@ -152,6 +209,7 @@ class RecordingOptunaSearch(OptunaSearch):
             restores = list(ot_trial.user_attrs.get("restored_at_epochs", []))
             ot_trial.set_user_attr("restored_at_epochs", [*restores, step - 1])
 
+    @_stop_if_storage_gone
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
@@ -184,6 +242,7 @@ class RecordingOptunaSearch(OptunaSearch):
         else:
             self._finish(trial_id, TrialState.PRUNED, None, f"stopped by ASHA after epoch {epochs} of {self._max_epochs}")
 
+    @_stop_if_storage_gone
     def record_failure(self, trial_id: str, error: str, traceback_tail: str = "") -> None:
         """Called by `TrialRecorder` with the error Tune recorded for a crashed trial."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -206,6 +265,8 @@ class RecordingOptunaSearch(OptunaSearch):
             if trial.state == TrialState.RUNNING:
                 recovery.fail_and_requeue(self._ot_study, trial, "interrupted: the search stopped before this trial finished")
             self._completed_trials.add(trial_id)
+        if self.storage_gone is not None:
+            raise self.storage_gone  # instead of whatever Ray made of it: the user's one line
         return len(cut_off)
 
     def _finish(self, trial_id: str, state: TrialState, value: float | None, reason: str) -> None:
@@ -213,6 +274,8 @@ class RecordingOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("state_reason", reason)
         try:
             self._ot_study.tell(ot_trial, value, state=state)
+        except StorageUnavailable:  # the database is gone past its retry bound: the search stops
+            raise
         except Exception as exc:  # never let bookkeeping take the search down
             logger.warning("could not record trial %s as %s: %s", trial_id, state.name, exc)
         self._completed_trials.add(trial_id)
@@ -237,10 +300,14 @@ class TrialRecorder(Callback):
             self._searcher.record_checkpoint(trial.trial_id, checkpoint.path, int(epoch))
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._searcher.storage_gone is not None:
+            raise self._searcher.storage_gone  # Ray lets an error raised here end the run
         if time.monotonic() - self._last_beat >= self._heartbeat_s:
             self._last_beat = time.monotonic()
             try:
                 self._searcher.heartbeat()
+            except StorageUnavailable:
+                raise
             except Exception as exc:  # a busy DB must not stop the search; the next beat retries
                 logger.warning("heartbeat not recorded: %s", exc)
 

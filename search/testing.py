@@ -14,7 +14,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -54,6 +55,29 @@ def postgres_server(*, password: str = "search", database: str = "search") -> It
     """Starts a PostgreSQL server in a fresh temporary folder, listening on 127.0.0.1 only, and
     yields a SQLAlchemy URL (`postgresql+psycopg://search:PASSWORD@127.0.0.1:PORT/DATABASE`).
     The server is stopped (fast shutdown) and its folder removed when the block ends."""
+    with restartable_postgres_server(password=password, database=database) as server:
+        yield server.url
+
+
+@dataclass
+class PostgresServer:
+    """A running throwaway server that a test may stop and start again (same port, same data):
+    what a restart of the database looks like to a search."""
+
+    url: str
+    _control: Callable[[str], None]
+
+    def stop(self) -> None:
+        """Fast shutdown: open connections are cut, as in a restart or a crash of the server."""
+        self._control("stop")
+
+    def start(self) -> None:
+        self._control("start")
+
+
+@contextlib.contextmanager
+def restartable_postgres_server(*, password: str = "search", database: str = "search") -> Iterator[PostgresServer]:
+    """`postgres_server`, yielding a handle that can also stop and start the server."""
     bin_dir = postgres_bin_dir()
     # Its own folder in the system temp dir: under root the server runs as `postgres`, which
     # cannot enter pytest's private (0700) temp folders.
@@ -61,7 +85,7 @@ def postgres_server(*, password: str = "search", database: str = "search") -> It
         yield from _serve(bin_dir, Path(folder), password, database)
 
 
-def _serve(bin_dir: Path, root: Path, password: str, database: str) -> Iterator[str]:
+def _serve(bin_dir: Path, root: Path, password: str, database: str) -> Iterator[PostgresServer]:
     data = root / "pgdata"
     pwfile = root / "pwfile"
     pwfile.write_text(password + "\n")
@@ -76,15 +100,21 @@ def _serve(bin_dir: Path, root: Path, password: str, database: str) -> Iterator[
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command[:2])} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
 
+    def control(action: str) -> None:
+        if action == "start":
+            run([
+                str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
+                "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200", "start",
+            ])
+        else:
+            run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+
     run([str(bin_dir / "initdb"), "-D", str(data), "-U", "search", f"--pwfile={pwfile}", "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"])
-    run([
-        str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-        "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200", "start",
-    ])
+    control("start")
     try:
         url = f"postgresql+psycopg://search:{password}@127.0.0.1:{port}/postgres"
         _create_database(url, database)
-        yield url.rsplit("/", 1)[0] + f"/{database}"
+        yield PostgresServer(url.rsplit("/", 1)[0] + f"/{database}", control)
     finally:
         subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True, cwd=root)
 

@@ -4,8 +4,9 @@ The config comes from a file (`search export --format yaml|json`) or as flags
 (`search export --format cli`: `--task`, `--metric`, `--seed`, `--max-epochs`, `--data`, and one
 `--set KEY=VALUE` per config value, keys named as Optuna names the parameters: `loss/focal/gamma`).
 
-Writes to the output folder: `model.pt` (weights), `vocab.json` (vocabulary and label maps),
-`metrics.json` (dev metrics per epoch, final dev and test metrics) and `config.yaml` (what ran);
+Writes to the output folder: `model.safetensors` (weights; no pickle, so a shared model runs no
+code when loaded), `vocab.json` (vocabulary and label maps), `metrics.json` (dev metrics per epoch,
+final dev and test metrics) and `config.yaml` (what ran, which rebuilds the model);
 for a strategy with a pretrained encoder also `hf/`, a Hugging Face model folder
 (`trainables.pretrained_folder`).
 """
@@ -18,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from search.config import StudyFileError, parse_data_section
@@ -28,7 +28,7 @@ from spaces import ConfigError, Strategy, is_flat_key, with_overrides
 from spaces.finetuning import pretrained_model
 from trainables.data import FieldError
 from trainables.data.subwords import with_pretrained
-from trainables.runner import TrialSettings
+from trainables.runner import WEIGHTS_FILE, TrialSettings, load_state, save_weights
 
 FLAGS = "search train flags"  # the "file" named in errors about a config given as flags
 
@@ -75,8 +75,7 @@ def train_document(
         history.append(metrics)
         log(f"epoch {metrics['epoch']}: {document['metric']} {metrics[document['metric']]:.4f}")
         if checkpoint_dir:
-            state = torch.load(Path(checkpoint_dir) / "state.pt", map_location="cpu", weights_only=False)
-            torch.save({"model": state["model"]}, out / "model.pt")
+            save_weights(load_state(checkpoint_dir)["model"], out / WEIGHTS_FILE)
 
     task.trainable(document["config"], data, settings, report)
     result: dict[str, Any] = {"dev": history[-1], "epochs": history}

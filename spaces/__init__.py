@@ -15,6 +15,7 @@ from spaces._base import Categorical, Component, Fixed, Float, Int, Offer, Regis
 from spaces._space import FamilySpace, Space, build_space, categorical_choices, suggest
 from spaces._support import unsupported
 from spaces._strategy import (
+    SEPARATOR,
     ConfigError,
     Strategy,
     choice_key,
@@ -27,16 +28,24 @@ from spaces._strategy import (
     with_overrides,
 )
 from spaces.addons import ADDONS
+from spaces.adversarial import ADVERSARIAL
+from spaces.averaging import AVERAGING
 from spaces.char_encoders import CHAR_ENCODERS
+from spaces.consistency import CONSISTENCY
 from spaces.decoders import DECODERS
 from spaces.encoders import ENCODERS
 from spaces.finetuning import FINETUNE, POOLING
 from spaces.heads import HEADS
+from spaces.initialization import INITIALIZATION
 from spaces.loss_terms import LOSS_TERMS
 from spaces.losses import LOSSES
 from spaces.optimizers import OPTIMIZERS
 from spaces.regularizers import REGULARIZERS
 from spaces.schedules import SCHEDULES
+
+# Opt-in families every task can train with: off unless a study names them (so no existing study
+# changes), sampled after the others.
+TRAINING_EXTRAS = {"initialization": INITIALIZATION, "averaging": AVERAGING, "adversarial": ADVERSARIAL}
 
 # The families a text-classification study searches, in the order a strategy is sampled.
 # `finetune` and `pooling` exist only in strategies whose encoder is `transformer`.
@@ -49,6 +58,8 @@ TEXT_CLASSIFICATION = {
     "regularizers": REGULARIZERS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
+    **TRAINING_EXTRAS,
+    "consistency": CONSISTENCY,
 }
 
 # Sequence labelling adds a character encoder and the output head (softmax or CRF).
@@ -62,6 +73,7 @@ NER = {
     "regularizers": REGULARIZERS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
+    **TRAINING_EXTRAS,
 }
 
 # Reading comprehension (BiDAF): the encoder kind and size serve its contextual and modelling
@@ -78,11 +90,12 @@ READING_COMPREHENSION = {
     "regularizers": REGULARIZERS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
+    **TRAINING_EXTRAS,
 }
 
 __all__ = [
-    "ADDONS", "CHAR_ENCODERS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "CONSISTENCY", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "at_least", "between", "positive", "unsupported", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
-    "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
+    "SEPARATOR", "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
     "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",
 ]

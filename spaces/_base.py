@@ -268,6 +268,8 @@ class Registry:
 
     kind "choice": a strategy uses exactly one component (a loss, an optimizer, ...);
     kind "toggle": a strategy uses any subset (add-ons, regularizers), each switched on or off.
+    `opt_in`: a study that does not name the family does not search it (the family is off), so
+    that adding such a family changes no existing study.
 
     `requires = (family, component)`: the family exists only in strategies that choose that
     component (fine-tuning settings only with the `transformer` encoder); otherwise it is not
@@ -277,6 +279,7 @@ class Registry:
     family: str
     kind: Literal["choice", "toggle"]
     components: Mapping[str, Component]
+    opt_in: bool = False
     requires: tuple[str, str] | None = None
 
     def __getitem__(self, name: str) -> Component:
@@ -287,9 +290,10 @@ class Registry:
 
 
 def registry(
-    family: str, kind: Literal["choice", "toggle"], components: Sequence[Component], *, requires: tuple[str, str] | None = None,
+    family: str, kind: Literal["choice", "toggle"], components: Sequence[Component], *,
+    opt_in: bool = False, requires: tuple[str, str] | None = None,
 ) -> Registry:
     table = {c.name: c for c in components}
     if len(table) != len(components):
         raise ValueError(f"duplicate component names in family {family}")
-    return Registry(family, kind, table, requires)
+    return Registry(family, kind, table, opt_in, requires)

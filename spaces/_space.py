@@ -57,7 +57,8 @@ def build_space(
 ) -> Space:
     """Reads a study's `space:` section against the task's registries.
 
-    A family may be omitted (every component searched with default ranges), or given as:
+    A family may be omitted (every component searched with default ranges; an `opt_in` family is
+    then off), or given as:
       - a name (fixed), or a list of names (searched among them);
       - a mapping `{choices: [...], params: {component: {param: override}}}`; for a toggle family
         `{search: [...], always: [...], params: ...}` (components in neither are off).
@@ -67,9 +68,11 @@ def build_space(
     `offers` (family -> what the task gives its components) leaves out, or refuses where the
     study names them, components that cannot work with `task` (see `spaces._support`).
     """
-    spec = dict(spec or {})
+    if spec is None:
+        spec = {}
     if not isinstance(spec, Mapping):
         raise SpaceError(where, f"expected a mapping of families, got {spec!r}")
+    spec = dict(spec)
     known = list(registries) + list(GLOBAL_PARAMS)
     unknown = [k for k in spec if k not in known]
     if unknown:
@@ -78,6 +81,7 @@ def build_space(
     families = {
         family: _family_space(reg, spec.get(family), f"{where}.{family}")
         for family, reg in registries.items()
+        if family in spec or not reg.opt_in
     }
     if offers:
         families = restrict_to_supported(families, spec, offers, task, where)
@@ -127,7 +131,7 @@ def _family_space(reg: Registry, value: Any, where: str) -> FamilySpace:
         allowed_keys = {"choices", "params"} if reg.kind == "choice" else {"search", "always", "params"}
         extra = set(value) - allowed_keys
         if extra:
-            raise SpaceError(f"{where}.{sorted(extra)[0]}", f"unknown key; accepted: {', '.join(sorted(allowed_keys))}")
+            raise SpaceError(f"{where}.{sorted(map(str, extra))[0]}", f"unknown key; accepted: {', '.join(sorted(allowed_keys))}")
         list_key = "choices" if reg.kind == "choice" else "search"
         candidates = value.get(list_key, _default_names(reg) if reg.kind == "choice" else [])
         if isinstance(candidates, str):
@@ -141,6 +145,9 @@ def _family_space(reg: Registry, value: Any, where: str) -> FamilySpace:
         raise SpaceError(where, f"{value!r} is not a component name, a list of names or a mapping; accepted names: {accepted}")
 
     where_list = where if not isinstance(value, Mapping) else where_list
+    for listed, where_listed in ((candidates, where_list), (always, f"{where}.always")):
+        if not isinstance(listed, (list, tuple)):
+            raise SpaceError(where_listed, f"{listed!r} is not a component name or a list of names; accepted names: {accepted}")
     for name in [*candidates, *always]:
         if not isinstance(name, str) or name not in reg.components:
             raise SpaceError(where_list, f"{name!r} is not a known {reg.family}; accepted: {accepted}")

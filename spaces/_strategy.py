@@ -114,6 +114,10 @@ class ConfigError(SpaceError):
         self.key = key
 
 
+# Opt-in training families, named after the schedule in the one-line summary when they are on.
+_TRAINING_FAMILIES = ("initialization", "averaging", "adversarial", "consistency")
+_OFF = ("none", "default")
+
 # Families read as "model" parts in a strategy's one-line summary, in this order.
 _MODEL_FAMILIES = ("char_encoder", "encoder", "finetune", "pooling", "addons", "head")
 
@@ -301,7 +305,10 @@ class Strategy:
             parts += list(self.toggles.get(family, {}))
         regs = "+".join(self.regularizers) or "no-reg"
         loss = "+".join([self.loss[0], *self.toggles.get("loss_terms", {})])
-        return f"{'+'.join(parts)} / {loss} / {regs} / {self.optimizer[0]} / {self.schedule[0]}"
+        line = f"{'+'.join(parts)} / {loss} / {regs} / {self.optimizer[0]} / {self.schedule[0]}"
+        extras = [name for family in _TRAINING_FAMILIES if family in self.choices for name in [self.choices[family][0]] if name not in _OFF]
+        extras += [name for family in _TRAINING_FAMILIES for name in self.toggles.get(family, {})]
+        return f"{line} / {'+'.join(extras)}" if extras else line
 
     def regularizer(self, name: str, key: str, off: Any = 0.0) -> Any:
         """A regularizer's hyperparameter, or `off` when the regularizer is not used."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from seqeval.metrics import classification_report
 from torch import nn
 
@@ -30,7 +31,7 @@ from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
 from trainables.data.subword_tags import SubwordNerData, SubwordSentences, tag_batches, word_predictions
 from trainables.optimization import Precision
 from trainables.tagger import Tagger, build_tagger
-from trainables.task import Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
 
 
 @dataclass
@@ -168,11 +169,21 @@ class NamedEntityRecognition(Task):
             Offer(frozenset({GOLD_LOG_PROB}), when=("head", "crf"), why="each sentence's log p(gold tags) under the CRF"),
         ),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+        **TRAINING_EXTRAS_OFFERS,
         "encoder": (Offer(frozenset({WORDS, SUBWORDS}), why="word and character features, and a pretrained model's own sub-words"),),
         # A pretrained encoder reads its own sub-words: no character features beside them.
         "char_encoder": (Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"), why="a pretrained encoder's sub-words only"),),
     }
     data_spec = NerDataSpec
+    # The research's BiLSTM-CRF (embedding 100, hidden 256, 1 layer, dropout 0.5; see
+    # `published_baseline` for what it does not give). Its character encoder is not given either:
+    # the character LSTM of Lample et al. (2016), the BiLSTM-CRF paper (25-dim characters, 25 per direction).
+    baselines = {
+        "bilstm_crf": published_baseline(
+            char_encoder=("lstm", {"char_dim": 25, "hidden": 25}), encoder=("bilstm", {"hidden": 256, "layers": 1}),
+            head=("crf", {}), embedding_dim=100, dropout=0.5,
+        ),
+    }
 
     def load_data(self, spec: NerDataSpec, data_root: str | None, seed: int) -> NerData:
         return load_ner(spec, data_root, seed)
@@ -216,6 +227,7 @@ class NamedEntityRecognition(Task):
         if isinstance(data, SubwordNerData):
             return evaluate_subword_split(trial.model, getattr(data, split), data, trial.device, precision)
         return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision)  # type: ignore[arg-type]
+
 
     def save_pretrained(self, config: dict[str, Any], data: NerData, checkpoint_dir: str, out_dir: str) -> str | None:
         encoded = self.data_for(config, data)

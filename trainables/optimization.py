@@ -107,18 +107,35 @@ class Optimization:
         return total
 
     def step(self, objective: torch.Tensor) -> None:
-        scaler = self.precision.scaler
-        position = self._batch % self.accumulation  # within this update's micro-batches
+        self.backward(objective)
+        self.apply()
+
+    def _micro_batch(self) -> tuple[int, int]:
+        """(position of this batch within its update's micro-batches, how many that update has)."""
+        position = self._batch % self.accumulation
         first = self._batch - position
         group = min(self.accumulation, self.batches_per_epoch - first) if first < self.batches_per_epoch else self.accumulation
-        if position == 0:
+        return position, group
+
+    def backward(self, objective: torch.Tensor, *, accumulate: bool = False) -> None:
+        """Gradients of `objective` (scaled for mixed precision, weighed 1/k over an update's k
+        micro-batches), added to the present ones within an update or when `accumulate` (another
+        pass over the same batch, as adversarial training makes)."""
+        position, group = self._micro_batch()
+        if position == 0 and not accumulate:
             self.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(objective / group if group > 1 else objective).backward()
+        self.precision.scaler.scale(objective / group if group > 1 else objective).backward()
+
+    def apply(self) -> bool:
+        """Ends a batch. After an update's last micro-batch: the regularizers' gradient hooks, then
+        the optimizer and schedule step. Returns whether the weights changed."""
+        position, group = self._micro_batch()
         self._batch += 1
         if position + 1 < group:
-            return  # more micro-batches to add before this update
+            return False  # more micro-batches to add before this update
         if self._batch >= self.batches_per_epoch:
             self._batch = 0
+        scaler = self.precision.scaler
         if self.unscale:
             scaler.unscale_(self.optimizer)
         for regularizer in self.regularizers:
@@ -131,6 +148,7 @@ class Optimization:
         # model's worth of gradients held (as Trainer does; 90 MiB for MiniLM-L6).
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.after_batch()
+        return True
 
     def end_epoch(self, metric: float) -> None:
         self.schedule.after_epoch(metric)

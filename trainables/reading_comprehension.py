@@ -33,7 +33,7 @@ from trainables.optimization import Precision
 from trainables.data import EncodedQuestions, ReadingComprehensionData, ReadingComprehensionDataSpec, load_reading_comprehension
 from trainables.data.subword_spans import SubwordReadingData, SubwordWindows, best_over_windows, window_batches
 from trainables.squad_metrics import squad_scores
-from trainables.task import Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
 
 EVAL_BATCH_SIZE = 64
 # Training batches are drawn from pools of this many batches sorted by context length, so a batch
@@ -240,10 +240,21 @@ class ReadingComprehension(Task):
             Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"), why="a pretrained encoder reads question and context as one window: no separate encodings"),
         ),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+        **TRAINING_EXTRAS_OFFERS,
         "encoder": (Offer(frozenset({WORDS, SUBWORDS}), why="word and character features, and a pretrained model's own sub-words"),),
         "char_encoder": (Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"), why="a pretrained encoder's sub-words only"),),
     }
     data_spec = ReadingComprehensionDataSpec
+    # The research's BiDAF (embedding 100, hidden 100, 1 layer, dropout 0.2; see
+    # `published_baseline` for what it does not give). Not given either: the character CNN, here
+    # with BiDAF's 100 filters over 25-dim characters (the smallest size our space offers), no
+    # contrastive loss term, and answers of at most 30 tokens.
+    baselines = {
+        "bidaf": published_baseline(
+            char_encoder=("cnn", {"char_dim": 25, "filters": 100}), encoder=("bilstm", {"hidden": 100, "layers": 1}),
+            decoder=("best_span", {"max_answer_length": 30}), embedding_dim=100, dropout=0.2,
+        ),
+    }
 
     def load_data(self, spec: ReadingComprehensionDataSpec, data_root: str | None, seed: int) -> ReadingComprehensionData:
         return load_reading_comprehension(spec, data_root, seed)
@@ -292,6 +303,7 @@ class ReadingComprehension(Task):
         if isinstance(data, SubwordReadingData):
             return evaluate_windows(trial.model, getattr(data, split), data, trial.device, precision, max_answer_length(trial.strategy))
         return evaluate_split(trial.model, getattr(data, split), data, trial.device, precision, max_answer_length(trial.strategy))  # type: ignore[arg-type]
+
 
     def save_pretrained(self, config: dict[str, Any], data: ReadingComprehensionData, checkpoint_dir: str, out_dir: str) -> str | None:
         encoded = self.data_for(config, data)

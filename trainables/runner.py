@@ -11,16 +11,21 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from spaces import Strategy
+from spaces import Registry, Strategy
+from spaces.adversarial import ADVERSARIAL
+from spaces.averaging import AVERAGING
+from spaces.consistency import CONSISTENCY
+from spaces.initialization import INITIALIZATION
 from spaces.loss_terms import LOSS_TERMS
 from trainables.optimization import Optimization, Precision, check_finite, count_parameters, pick_device, seed_everything
 from trainables.task import Task, TrialModel
@@ -28,6 +33,11 @@ from trainables.task import Task, TrialModel
 # metrics, checkpoint directory (or None) -> None. Ray's `tune.report` in a search; tests may
 # pass a plain function so that the loop runs without Ray.
 Reporter = Callable[[dict[str, Any], "str | None"], None]
+
+# What `search train` writes: the model's weights, as safetensors.
+WEIGHTS_FILE = "model.safetensors"
+# Result key: why a re-queued trial did not resume from its checkpoint (it trained from the start).
+RESUME_NOTE = "resume_note"
 
 
 @dataclass(frozen=True)
@@ -59,12 +69,14 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
     report, in_tune = _start(settings, report)
     trial, precision = _build(task, config, data, settings)
     strategy, model = trial.strategy, trial.model
-    terms = [LOSS_TERMS[name].build(**params) for name, params in strategy.toggles.get("loss_terms", {}).items()]
+    extras = _Extras.of(task, strategy, model, settings.max_epochs)
     steps_per_epoch = math.ceil(task.train_size(data) / strategy.batch_size)
     optimization = Optimization(strategy, model, settings.max_epochs, steps_per_epoch, precision, task.metrics.get(settings.metric, settings.mode))
     rng = np.random.default_rng(settings.seed)
     modules = {"model": model, "optimization": optimization, "loss": trial.loss}  # what a checkpoint holds
-    first_epoch = _resume(modules, rng, settings.resume_from) if in_tune else 1
+    if extras.average is not None:
+        modules["averaging"] = extras.average
+    first_epoch, resume_note = _resume(modules, rng, settings.resume_from, from_tune=in_tune)
     param_count = count_parameters(model)
 
     trial_seconds = 0.0
@@ -74,23 +86,24 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
         loss_total, terms_total, examples = 0.0, 0.0, 0
         for step, batch in enumerate(task.train_batches(data, strategy.batch_size, rng)):
             batch = batch.to(trial.device)
-            with precision.autocast():
-                outputs = task.forward(model, batch)
-            loss = task.loss(trial, outputs, batch)
-            objective = loss + optimization.penalty()
-            if terms:
-                encodings = task.paired_encodings(outputs, batch)
-                for term in terms:
-                    value = term(*encodings)
-                    objective = objective + value
-                    terms_total += value.item() * len(batch)
+            objective, loss, terms = _objective(task, trial, extras, optimization, precision, batch)
+            terms_total += terms * len(batch)
             check_finite(objective, epoch, step)
-            optimization.step(objective)
+            optimization.backward(objective)
+            if extras.adversary is not None:
+                def adversarial_backward() -> None:
+                    optimization.backward(_objective(task, trial, extras, optimization, precision, batch)[0], accumulate=True)
+
+                extras.adversary.attack(task.embedding_tables(model), adversarial_backward, list(model.parameters()))
+            if optimization.apply() and extras.average is not None:
+                extras.average.after_step(model, optimization.optimizer, epoch)
             loss_total += loss.item() * len(batch)
             examples += len(batch)
         train_seconds = time.perf_counter() - started
+        if extras.average is not None:
+            extras.average.end_epoch(model, epoch)
 
-        dev = task.evaluate(trial, data, "validation", precision)
+        dev = task.evaluate(extras.to_evaluate(trial), data, "validation", precision)
         optimization.end_epoch(dev[settings.metric])
         epoch_seconds = time.perf_counter() - started
         trial_seconds += epoch_seconds
@@ -105,25 +118,95 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
             "examples_per_second": examples / train_seconds,
             "lr": optimization.lr,
         }
-        if terms:
+        if extras.loss_terms:
             metrics["train_contrastive_loss"] = terms_total / examples
+        if resume_note is not None:  # the searcher records it on the trial (once: the first epoch)
+            metrics[RESUME_NOTE], resume_note = resume_note, None
         _report_epoch(report, metrics, settings, modules, rng, epoch)
 
 
+@dataclass
+class _Extras:
+    """What a strategy adds to the plain loop: loss terms, consistency terms, an adversary on the
+    embeddings, weight averaging. Each is absent unless the strategy turns it on."""
+
+    loss_terms: list[Any] = field(default_factory=list)
+    consistency: list[Any] = field(default_factory=list)
+    adversary: Any = None
+    average: Any = None
+
+    @classmethod
+    def of(cls, task: Task, strategy: Strategy, model: torch.nn.Module, max_epochs: int) -> _Extras:
+        toggles = strategy.toggles
+        extras = cls(
+            loss_terms=[LOSS_TERMS[name].build(**params) for name, params in toggles.get("loss_terms", {}).items()],
+            consistency=[CONSISTENCY[name].build(**params) for name, params in toggles.get("consistency", {}).items()],
+            adversary=_built(ADVERSARIAL, strategy, "adversarial"),
+            average=_built(AVERAGING, strategy, "averaging"),
+        )
+        if extras.average is not None:
+            extras.average.bind(model, max_epochs)
+        return extras
+
+    def to_evaluate(self, trial: TrialModel) -> TrialModel:
+        """The trial with the weights to score: the averaged ones under weight averaging."""
+        if self.average is None:
+            return trial
+        return replace(trial, model=self.average.model_to_evaluate(trial.model))
+
+
+def _built(registry: Registry, strategy: Strategy, family: str) -> Any:
+    """The chosen component of an opt-in family, built; None when the family is off or absent."""
+    if family not in strategy.choices:
+        return None
+    name, params = strategy.choice(family)
+    build = registry[name].build
+    return None if build is None else build(**params)
+
+
+def _objective(task: Task, trial: TrialModel, extras: _Extras, optimization: Optimization, precision: Precision, batch: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(objective to minimise, the task loss, the loss terms' value) of one batch."""
+    with precision.autocast():
+        outputs = task.forward(trial.model, batch)
+    loss = task.loss(trial, outputs, batch)
+    if extras.consistency:  # a second pass with other dropout masks; the task loss is the mean of both
+        with precision.autocast():
+            second = task.forward(trial.model, batch)
+        loss = (loss + task.loss(trial, second, batch)) / 2
+    objective = loss + optimization.penalty()
+    terms = 0.0
+    if extras.loss_terms:
+        encodings = task.paired_encodings(outputs, batch)
+        for term in extras.loss_terms:
+            value = term(*encodings)
+            objective = objective + value
+            terms += value.item()
+    for consistency in extras.consistency:
+        objective = objective + consistency(task.class_logits(outputs), task.class_logits(second))
+    return objective, loss, terms
+
+
 def evaluate_checkpoint(task: Task, config: dict[str, Any], data: Any, settings: TrialSettings, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
-    """Scores a trial's saved model on a split (the test split for the best trial)."""
+    """Scores a trial's saved model on a split (the test split for the best trial), with its
+    averaged weights when the strategy averages them."""
     trial, precision = _build(task, config, data, settings)
     state = load_state(checkpoint_dir)
     if state is None:
         raise FileNotFoundError(f"no model state in {checkpoint_dir}")
     trial.model.load_state_dict(state["model"])
-    return task.evaluate(trial, data, split, precision)
+    extras = _Extras.of(task, trial.strategy, trial.model, settings.max_epochs)
+    if extras.average is not None and "averaging" in state:
+        extras.average.load_state_dict(state["averaging"])
+    return task.evaluate(extras.to_evaluate(trial), data, split, precision)
 
 
 def _build(task: Task, config: dict[str, Any], data: Any, settings: TrialSettings) -> tuple[TrialModel, Precision]:
     device = pick_device()
     precision = Precision(device, settings.mixed_precision)
     trial = task.build(Strategy.from_config(config), data)
+    initialize = _built(INITIALIZATION, trial.strategy, "initialization")
+    if initialize is not None:
+        initialize(task.from_scratch(trial.model))
     trial.model.to(device)
     trial.loss.to(device)
     trial.device = device
@@ -139,20 +222,48 @@ def _start(settings: TrialSettings, report: Reporter | None) -> tuple[Reporter, 
     return (report, False) if report is not None else (_ray_reporter(), True)
 
 
-def _resume(modules: dict[str, Any], rng: np.random.Generator, resume_from: str | None = None) -> int:
-    """Loads the checkpoint Tune hands this trial, else the one of an interrupted earlier run
-    (`resume_from`), into `modules` (name -> object with load_state_dict) and `rng`; returns the
-    first epoch still to train."""
-    with _ray_checkpoint_dir() as directory:
-        state = load_state(directory)
+def _resume(
+    modules: dict[str, Any], rng: np.random.Generator, resume_from: str | None = None, *, from_tune: bool = True,
+) -> tuple[int, str | None]:
+    """Loads the checkpoint Tune hands this trial (`from_tune`), else the one of an interrupted
+    earlier run (`resume_from`), into `modules` (name -> object with load_state_dict) and `rng`.
+    Returns the first epoch still to train, and why `resume_from` was not used if it was refused."""
+    state, note = None, None
+    if from_tune:
+        with _ray_checkpoint_dir() as directory:
+            state = load_state(directory)
     if state is None and resume_from:
-        state = load_state(resume_from)
+        state, note = _load_requeued_checkpoint(resume_from)
     if state is None:
-        return 1
+        return 1, note
     for name, module in modules.items():
         module.load_state_dict(state[name])
-    rng.bit_generator.state = state["rng"]
-    return state["epoch"] + 1
+    rng.bit_generator.state = _numpy_values(state["rng"])
+    return state["epoch"] + 1, None
+
+
+def _load_requeued_checkpoint(directory: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The state of a re-queued trial's checkpoint, or None and why it is not used. Its path came
+    from the study database, which others may write: a file that is not a plain checkpoint
+    (`load_state` refuses pickled objects) costs the trial its head start, not the study."""
+    try:
+        state = load_state(directory)
+    except Exception as error:
+        return None, f"checkpoint {directory} refused ({_load_error(error)}): trained from the start"
+    if state is None:
+        return None, f"checkpoint {directory} holds no state.pt: trained from the start"
+    return state, None
+
+
+def _load_error(error: BaseException) -> str:
+    """One line on why torch.load refused a file; its message for a pickled object is a paragraph
+    whose useful part follows "WeightsUnpickler error:"."""
+    text = str(error).strip()
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if detail:
+        return f"not tensors and plain values only: {detail.group(1)[:200]}"
+    lines = text.splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
 
 
 def _report_epoch(
@@ -163,6 +274,7 @@ def _report_epoch(
     if settings.checkpoint and _checkpoint_clock.due(settings, epoch):
         state = {name: module.state_dict() for name, module in modules.items()}
         state.update(rng=rng.bit_generator.state, epoch=epoch)
+        state = plain_state(state)
     with _checkpoint_dir(state) as directory:
         report(metrics, directory)
     if state is not None:
@@ -221,11 +333,60 @@ def _checkpoint_dir(state: dict[str, Any] | None) -> Iterator[str | None]:
 
 
 def load_state(directory: str | None) -> dict[str, Any] | None:
-    """A checkpoint's saved state: state.pt (a trial's checkpoint) or model.pt (what `search train` keeps)."""
+    """A checkpoint's saved state: state.pt (a trial's checkpoint), else the weights `search train`
+    keeps (model.safetensors; model.pt from before it). Never unpickles an object: torch reads
+    tensors and plain values only (`weights_only=True`) and refuses anything else."""
     if directory is None:
         return None
-    for name in ("state.pt", "model.pt"):
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            return torch.load(path, map_location="cpu", weights_only=False)
+    state_file = os.path.join(directory, "state.pt")
+    if os.path.exists(state_file):
+        return torch.load(state_file, map_location="cpu", weights_only=True)
+    weights_file = os.path.join(directory, WEIGHTS_FILE)
+    if os.path.exists(weights_file):
+        from safetensors.torch import load_file
+
+        return {"model": load_file(weights_file, device="cpu")}
+    legacy_file = os.path.join(directory, "model.pt")
+    if os.path.exists(legacy_file):
+        return torch.load(legacy_file, map_location="cpu", weights_only=True)
     return None
+
+
+def save_weights(model_state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Writes a model's state dict as safetensors (no pickle; what `load_state` reads back as
+    `{"model": ...}`). Copies every tensor: safetensors refuses tensors that share memory."""
+    from safetensors.torch import save_file
+
+    save_file({name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model_state.items()}, str(path))
+
+
+def plain_state(value: Any, where: str = "state") -> Any:
+    """`value` with tensors and plain Python values only, what `torch.load(weights_only=True)`
+    reads back: numpy scalars become Python numbers, numpy arrays tensors (`_numpy_values` turns
+    them back for the RNG). Anything else is refused here, at the first checkpoint, rather than
+    found unreadable when a trial resumes."""
+    if isinstance(value, np.generic):  # first: np.float64 is also a float, and torch refuses it
+        return value.item()
+    if isinstance(value, (torch.Tensor, str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, Mapping):
+        converted = {key: plain_state(item, f"{where}[{key!r}]") for key, item in value.items()}
+        # Unchanged containers are kept as they are: a module's state dict keeps its `_metadata`.
+        return value if all(converted[key] is value[key] for key in value) else converted
+    if isinstance(value, (list, tuple)):
+        items = [plain_state(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        if all(new is old for new, old in zip(items, value)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
+    raise TypeError(f"a checkpoint holds tensors and plain values only; {where} is a {type(value).__module__}.{type(value).__name__}")
+
+
+def _numpy_values(value: Any) -> Any:
+    """A numpy bit generator's state as `plain_state` saved it, with its arrays numpy again."""
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, Mapping):
+        return {key: _numpy_values(item) for key, item in value.items()}
+    return value

@@ -59,12 +59,44 @@ class TrialModel:
     device: torch.device = torch.device("cpu")
 
 
+# What every task's adapter offers the opt-in training families (spaces.TRAINING_EXTRAS): its
+# embedding tables to adversarial training, weights to average, from-scratch modules to initialize.
+TRAINING_EXTRAS_OFFERS: dict[str, tuple[Offer, ...]] = {
+    "adversarial": (Offer(frozenset({"embeddings"}), why="the word embedding table"),),
+    "averaging": (Offer(frozenset({"averaged_weights"})),),
+    "initialization": (Offer(frozenset({"from_scratch"}), why="every layer but the embeddings"),),
+}
+
+
 def build_loss(strategy: Strategy, num_classes: int) -> nn.Module:
     """The strategy's loss over `num_classes` outcomes (labels, tags, context positions)."""
     from spaces.losses import LOSSES
 
     name, params = strategy.loss
     return LOSSES[name].build(num_classes, **params)
+
+
+def published_baseline(*, embedding_dim: int, dropout: float, **components: tuple[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A model class's published configuration as a nested config (the form of a trial's `config`).
+
+    `components` are the architecture the research gives, family -> (component, hyperparameters),
+    e.g. `encoder=("textcnn", {"filters": 128, "layers": 1})`; word embeddings of `embedding_dim`
+    trained from random initialisation, and dropout `dropout`. The research does not give the rest;
+    it is completed here, the same for every task: Adam at learning rate 1e-3, batch size 64,
+    cross-entropy, a constant learning rate, and no regularizer or add-on but dropout.
+    """
+    config: dict[str, Any] = {
+        family: {"name": name, name: dict(params)} if params else {"name": name} for family, (name, params) in components.items()
+    }
+    config.update({
+        "loss": {"name": "cross_entropy"},
+        "regularizers": {"dropout": {"enabled": True, "p": dropout}},  # every other regularizer and add-on: off
+        "optimizer": {"name": "adam", "adam": {"lr": 1e-3}},
+        "schedule": {"name": "constant"},
+        "train": {"batch_size": 64},
+        "model": {"embedding_dim": embedding_dim},
+    })
+    return config
 
 
 class Task:
@@ -76,6 +108,10 @@ class Task:
     metrics: ClassVar[Mapping[str, str]]  # metric reported per epoch -> "max" or "min"
     offers: ClassVar[Mapping[str, tuple[Offer, ...]]] = {}
     data_spec: ClassVar[type]
+    # The research's published configurations of the task's model classes (model class -> a
+    # nested config as `published_baseline` builds it), the first one the task's default. A study
+    # runs one of them first as its baseline (search.baselines).
+    baselines: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def load_data(self, spec: Any, data_root: str | None, seed: int) -> Any:
         """Reads and encodes the dataset once, in the driver; the result is shipped to trials."""
@@ -118,6 +154,27 @@ class Task:
     def evaluate(self, trial: TrialModel, data: Any, split: str, precision: Any) -> dict[str, float]:
         """The metrics of the model on a split ("validation" each epoch, "test" for the best trial)."""
         raise NotImplementedError
+
+    def embedding_tables(self, model: nn.Module) -> list[nn.Parameter]:
+        """The embedding tables adversarial training perturbs: a pretrained model's input
+        embeddings, else the word embedding table of the catalogue's models."""
+        for module in model.modules():
+            get_input_embeddings = getattr(module, "get_input_embeddings", None)
+            if callable(get_input_embeddings) and isinstance(get_input_embeddings(), nn.Embedding):
+                return [get_input_embeddings().weight]
+        for name in ("word_embedding", "embedding"):
+            table = getattr(model, name, None)
+            if isinstance(table, nn.Embedding):
+                return [table.weight]
+        raise NotImplementedError(f"task {self.name}: {type(model).__name__} has no embedding table for adversarial training")
+
+    def class_logits(self, outputs: Any) -> torch.Tensor:
+        """Logits over classes [N, C] that consistency terms compare, in tasks that offer `TWO_PASSES`."""
+        raise NotImplementedError(f"task {self.name} offers no class logits to consistency terms")
+
+    def from_scratch(self, model: nn.Module) -> nn.Module:
+        """The part of the model trained from random weights (what an initialization scheme may set)."""
+        return model
 
     # What the engine calls: the runner bound to this task.
     @property

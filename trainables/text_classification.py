@@ -16,6 +16,7 @@ from torch import nn
 
 from spaces import TEXT_CLASSIFICATION, Offer
 from spaces import Strategy
+from spaces.consistency import TWO_PASSES
 from spaces.encoders import SUBWORDS, WORDS
 from spaces.finetuning import pretrained_model
 from spaces.losses import CLASSES
@@ -24,7 +25,7 @@ from trainables.data import EncodedSplit, TextClassificationData, TextDataSpec, 
 from trainables.data.subwords import SubwordClassificationData, SubwordSplit, length_grouped_batches, pad_rows, sorted_batches
 from trainables.models import build_text_classifier
 from trainables.optimization import Precision
-from trainables.task import Batch, Task, TrialModel, build_loss
+from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
 
 
 @dataclass
@@ -102,8 +103,15 @@ class TextClassification(Task):
         "encoder": (Offer(frozenset({WORDS, SUBWORDS}), why="word ids, and a pretrained model's own sub-words"),),
         "loss": (Offer(frozenset({CLASSES}), why="logits over the labels"),),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
+        **TRAINING_EXTRAS_OFFERS,
+        "consistency": (Offer(frozenset({TWO_PASSES}), why="logits over the labels"),),
     }
     data_spec = TextDataSpec
+    # The research's Table 8 (see `published_baseline` for what it does not give).
+    baselines = {
+        "textcnn": published_baseline(encoder=("textcnn", {"filters": 128, "layers": 1}), embedding_dim=300, dropout=0.5),
+        "bilstm": published_baseline(encoder=("bilstm", {"hidden": 128, "layers": 2}), embedding_dim=300, dropout=0.5),
+    }
 
     def load_data(self, spec: TextDataSpec, data_root: str | None, seed: int) -> TextClassificationData:
         return load_text_classification(spec, data_root, seed)
@@ -153,6 +161,10 @@ class TextClassification(Task):
         encoded = getattr(data, split)
         in_batches = subword_batches(encoded, data.model.pad_id, 64) if isinstance(data, SubwordClassificationData) else None
         return evaluate(trial.model, encoded, trial.device, precision, in_batches)
+
+
+    def class_logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs
 
 
 TASK = TextClassification()

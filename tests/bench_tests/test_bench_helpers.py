@@ -36,30 +36,65 @@ def test_gpu_packing_refuses_to_run_without_cuda() -> None:
     assert "no CUDA GPU" in result.stderr
 
 
-def test_trial_figures_split_the_slot_time() -> None:
+def study_of(rows: list[tuple[float, float, float]]):
+    """An Optuna study whose trials were (asked at s, told at s, seconds training inside)."""
     import datetime
 
     import optuna
 
-    from bench._common import trial_figures
-
     t0 = datetime.datetime(2026, 1, 1)
     study = optuna.create_study(direction="maximize")
-    # (asked at s, told at s, seconds training inside): slots of 2; trial 2 reuses trial 1's slot.
-    for start, end, inside in ((0, 10, 8.0), (0, 6, 5.0), (6, 12, 5.5)):
+    for start, end, inside in rows:
         study.add_trial(optuna.trial.FrozenTrial(
             number=0, trial_id=0, state=optuna.trial.TrialState.COMPLETE, value=0.5, values=None,
             datetime_start=t0 + datetime.timedelta(seconds=start), datetime_complete=t0 + datetime.timedelta(seconds=end),
             params={}, distributions={}, user_attrs={"metrics": {"trial_seconds": inside}, "epochs_trained": 2},
             system_attrs={}, intermediate_values={},
         ))
-    figures = trial_figures(study, concurrency=2)
+    return study
+
+
+def test_trial_figures_split_the_slot_time() -> None:
+    from bench._common import trial_figures
+
+    # Slots of 2; trial 2 reuses trial 1's slot.
+    figures = trial_figures(study_of([(0, 10, 8.0), (0, 6, 5.0), (6, 12, 5.5)]), concurrency=2)
     assert figures["span_s"] == 12 and figures["busy_s"] == 18.5 and figures["epochs"] == 6
     assert figures["held_s"] == 22
     # 2 x 12 s of slots, 22 s held by trials: the 2 s idle are after the last ask (trial 0 ends at 10)
     assert (figures["gap_idle_s"], figures["tail_idle_s"]) == (0, 2)
     assert figures["first_trials_overhead_s"] == 3  # (10 - 8) + (6 - 5)
     assert figures["steady_trial_overhead_s"] == 0.5  # trial 2: 6 s held, 5.5 s training
+    assert figures["steady_overhead_per_trial_s"] == 0.5  # no slot empty between trials here
+    assert figures["last_told_at"] - figures["first_asked_at"] == 12
+
+
+def test_steady_overhead_per_trial_counts_the_gaps_between_trials() -> None:
+    from bench._common import trial_figures
+
+    # One slot: trial 1 asked 1 s after trial 0 was told, held 4 s for 3 s of training.
+    figures = trial_figures(study_of([(0, 5, 4.0), (6, 10, 3.0)]), concurrency=1)
+    assert figures["gap_idle_s"] == 1
+    assert figures["steady_overhead_per_trial_s"] == (4 - 3.0) + 1  # not training while held, plus the gap
+
+
+def test_training_start_stamps_each_call_and_keeps_the_trainable(tmp_path) -> None:
+    import pickle
+
+    from bench._common import TrainingStart, first_training_start
+
+    calls = []
+    stamp = TrainingStart(_record_call, tmp_path / "stamps")
+    assert first_training_start(tmp_path / "stamps") is None
+    before = time.time()
+    pickle.loads(pickle.dumps(stamp))({"a": 1}, data="d", settings="s", sink=calls)
+    assert calls == [({"a": 1}, "d", "s")]
+    assert before <= first_training_start(tmp_path / "stamps") <= time.time()
+    assert stamp.__name__ == "_record_call"
+
+
+def _record_call(config, data, settings, sink) -> None:
+    sink.append((config, data, settings))
 
 
 def test_idle_slot_seconds_splits_gaps_from_the_end_of_the_search() -> None:

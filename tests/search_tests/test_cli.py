@@ -165,3 +165,22 @@ def test_ctrl_c_leaves_no_trial_running(tmp_path: Path, sentiment_root: Path) ->
     assert sorted(requeued) == sorted(t.number for t in sampled)
     for trial in sampled:
         assert study.trials[requeued[trial.number].number].system_attrs["fixed_params"] == trial.params
+
+
+def test_ray_dashboard_is_refused_where_it_cannot_start(tmp_path: Path, seeded, sentiment_root: Path) -> None:
+    db, before = seeded
+    study_file = tmp_path / "toy.yaml"
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}"))
+    # A cluster has the dashboard it was started with: refused before anything runs.
+    joined = search("run", str(study_file), "--data-root", str(sentiment_root), "--ray-dashboard", "--address", "127.0.0.1:1", cwd=tmp_path)
+    assert joined.returncode == 2, joined.stderr
+    assert joined.stderr.startswith("search: error: --ray-dashboard") and "--include-dashboard" in joined.stderr
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401
+    except ImportError:
+        # Without ray[default]'s packages: one line that says what to install, and nothing written.
+        local = search("run", str(study_file), "--data-root", str(sentiment_root), "--ray-dashboard", cwd=tmp_path)
+        assert local.returncode == 2, local.stderr
+        assert "Traceback" not in local.stderr + local.stdout
+        assert local.stderr.startswith("search: error: --ray-dashboard") and "pip install 'ray[default]'" in local.stderr
+    assert snapshot(db) == before

@@ -93,7 +93,8 @@ def test_search_lands_every_trial_in_the_optuna_db(ray_session, tmp_path: Path, 
     metrics = json.loads((trained / "metrics.json").read_text())
     assert abs(metrics["dev"]["accuracy"] - study.best_value) <= 0.02
     assert len(metrics["epochs"]) == 3 and metrics["test"]["accuracy"] > 0.9
-    assert (trained / "model.pt").exists() and json.loads((trained / "vocab.json").read_text())["labels"] == ["neg", "pos"]
+    assert (trained / "model.safetensors").exists() and not (trained / "model.pt").exists()
+    assert json.loads((trained / "vocab.json").read_text())["labels"] == ["neg", "pos"]
 
     # `search export --format cli` then `search train <those flags>` trains the same config: same metrics.
     command = tmp_path / "best.sh"

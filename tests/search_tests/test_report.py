@@ -248,4 +248,36 @@ def test_bad_input_gives_one_line_and_exit_2(case: str, tmp_path: Path, capsys: 
     for fragment in expected:
         assert fragment in err, err
     assert snapshot(tmp_path / "r.db") == before
-    assert not (tmp_path / "out" / "model.pt").exists()
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+DASHBOARD_WARNING = "optuna-dashboard has no authentication"
+
+
+@pytest.mark.parametrize(("host", "warns"), [("0.0.0.0", True), ("127.0.0.1", False), ("localhost", False)])
+def test_dashboard_warns_when_it_serves_beyond_loopback(host: str, warns: bool, tmp_path: Path) -> None:
+    make_study(tmp_path / "r.db")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "dashboard", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--host", host, "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        deadline, served = time.monotonic() + 60, False
+        while time.monotonic() < deadline and not served and process.poll() is None:
+            try:
+                served = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert served, "the dashboard did not answer"
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    warnings = [line for line in stderr.splitlines() if line.startswith("search: warning:")]
+    if warns:
+        assert len(warnings) == 1 and DASHBOARD_WARNING in warnings[0] and f"--host {host}" in warnings[0], stderr
+        assert "SSH tunnel" in warnings[0] and "authenticating proxy" in warnings[0]
+    else:
+        assert warnings == [], stderr

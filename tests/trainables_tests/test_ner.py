@@ -131,3 +131,14 @@ def test_training_learns_the_toy_entities(toy_ner, head: str) -> None:
     assert [r["epoch"] for r in reports] == [1, 2, 3, 4]
     assert {"f1", "precision", "recall", "f1_PER", "f1_LOC", "train_loss", "examples_per_second", "train_seconds", "epoch_seconds", "trial_seconds"} <= set(reports[-1])
     assert reports[-1]["f1"] > 0.9
+
+
+def test_adversarial_training_weight_averaging_and_initialization_train_the_tagger(toy_ner) -> None:
+    config = tagging_config("crf") | {
+        "adversarial": {"name": "pgd", "pgd": {"epsilon": 0.5, "step_size": 0.2, "steps": 2}},
+        "averaging": {"name": "ema", "ema": {"decay": 0.9}},
+        "initialization": {"name": "orthogonal"},
+    }
+    reports = []
+    train_ner(config, toy_ner, TrialSettings(metric="f1", mode="max", max_epochs=2), lambda m, d: reports.append(m))
+    assert len(reports) == 2 and 0.0 <= reports[-1]["f1"] <= 1.0 and reports[-1]["train_loss"] > 0

@@ -184,3 +184,13 @@ def test_the_loop_reports_em_f1_and_loss_each_epoch_and_its_checkpoint_scores_te
     assert set(test) == {"exact_match", "f1", "loss"}
     dev_again = TASK.evaluate_checkpoint(config, small_squad, settings, str(tmp_path), "validation")
     assert dev_again["f1"] == pytest.approx(reports[-1]["f1"])
+
+
+def test_adversarial_training_and_weight_averaging_train_bidaf(small_squad: ReadingComprehensionData) -> None:
+    config = reading_comprehension_config("cross_entropy") | {
+        "adversarial": {"name": "fgm", "fgm": {"epsilon": 0.5}},
+        "averaging": {"name": "swa", "swa": {"start_fraction": 0.5, "lr": 0.001}},
+    }
+    reports: list[dict] = []
+    train_reading_comprehension(config, small_squad, TrialSettings(metric="f1", mode="max", max_epochs=2), lambda m, d: reports.append(m))
+    assert len(reports) == 2 and reports[-1]["lr"] == pytest.approx(0.001) and reports[-1]["loss"] > 0

@@ -73,3 +73,40 @@ def test_macro_f1_matches_scikit_learn() -> None:
     for classes in (2, 3, 5):
         gold, predicted = rng.integers(0, classes, 60), rng.integers(0, classes - 1, 60)  # one class never predicted
         assert macro_f1(gold, predicted) == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=0))
+
+
+EXTRAS = {
+    "ema": {"averaging": {"name": "ema", "ema": {"decay": 0.9}}},
+    "swa": {"averaging": {"name": "swa", "swa": {"start_fraction": 0.5, "lr": 0.001}}},
+    "fgm": {"adversarial": {"name": "fgm", "fgm": {"epsilon": 0.5}}},
+    "pgd": {"adversarial": {"name": "pgd", "pgd": {"epsilon": 0.5, "step_size": 0.2, "steps": 2}}},
+    "rdrop": {"consistency": {"rdrop": {"enabled": True, "weight": 1.0}}},
+    "xavier_uniform": {"initialization": {"name": "xavier_uniform"}},
+    "orthogonal": {"initialization": {"name": "orthogonal"}, "encoder": {"name": "bilstm", "bilstm": {"hidden": 16, "layers": 1}}},
+}
+
+
+@pytest.mark.parametrize("extra", list(EXTRAS))
+def test_each_training_extra_trains_and_its_checkpoint_scores_as_reported(toy_data, extra: str, tmp_path: Path) -> None:
+    """The saved model scores the dev split as the last epoch reported it (averaged weights under
+    ema/swa), and training differs from the plain strategy's."""
+    from trainables.text_classification import TASK
+
+    def run(config_: dict) -> list[dict]:
+        reports = []
+
+        def report(metrics: dict, checkpoint_dir: str | None) -> None:
+            reports.append(metrics)
+            (tmp_path / "state.pt").write_bytes((Path(checkpoint_dir) / "state.pt").read_bytes())
+
+        train_text_classification(config_, toy_data, settings, report)
+        return reports
+
+    settings = TrialSettings(metric="loss", mode="min", max_epochs=2)
+    with_extra = config(**EXTRAS[extra])
+    reports = run(with_extra)
+    assert len(reports) == 2 and all(r["loss"] > 0 for r in reports)
+    again = TASK.evaluate_checkpoint(with_extra, toy_data, settings, str(tmp_path), "validation")
+    assert again["loss"] == pytest.approx(reports[-1]["loss"], rel=1e-5)
+    plain = run(config(**{k: v for k, v in EXTRAS[extra].items() if k == "encoder"}))
+    assert plain[-1]["loss"] != pytest.approx(reports[-1]["loss"], rel=1e-6)

@@ -9,6 +9,7 @@ name the field as the file spells it (`data.local.files.dev`). `search.config` t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -125,18 +126,22 @@ class Section:
     def optional_string(self, key: str) -> str | None:
         return None if self.data.get(key) is None else self.string(key)
 
-    def integer(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
+    def integer(self, key: str, default: int | None = None, minimum: int | None = None, maximum: int | None = None) -> int:
         value = self.data.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.fail(key, f"{value!r} is not an integer" + (f"; it must be an integer >= {minimum}" if minimum is not None else ""))
         if minimum is not None:
             check_minimum(self.field(key), value, minimum)
+        if maximum is not None and value > maximum:
+            raise self.fail(key, f"{value!r} is too large; it must be an integer <= {maximum}")
         return value
 
     def number(self, key: str, default: float | None = None, minimum: float | None = None, exclusive: bool = False) -> float:
         value = self.data.get(key, default)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self.fail(key, f"{value!r} is not a number")
+        if not math.isfinite(value):  # YAML's .nan and .inf are floats; nothing here means them
+            raise self.fail(key, f"{value!r} is not a finite number")
         if minimum is not None and (value < minimum or (exclusive and value == minimum)):
             raise self.fail(key, f"{value!r} is out of range; it must be {'>' if exclusive else '>='} {minimum:g}")
         return float(value)

@@ -118,7 +118,7 @@ def watch_run(side: str, study_file: Path, data_root: Path, folder: Path) -> dic
         tick += 1
         time.sleep(0.1)
     reader.join(timeout=10)
-    wait_gone(names, timeout_s=30)  # the next run should not share the machine with this one's teardown
+    wait_gone(names.keys(), timeout_s=30)  # the next run should not share the machine with this one's teardown
     shutil.rmtree(ray_temp, ignore_errors=True)
     output = "\n".join(line for _, line in lines)
     if process.returncode != 0:
@@ -146,7 +146,8 @@ def watch_run(side: str, study_file: Path, data_root: Path, folder: Path) -> dic
                   for prefix in ("data: local", "  started  ")}
     return {
         "startup_s": startup, "startup_cpu_s": sum(cpu_until.values()),
-        "cpu_breakdown": ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(cpu_by_name.items(), key=lambda item: -item[1])), "ray_services_mib": services(peak) / 1024,
+        "cpu_breakdown": ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(cpu_by_name.items(), key=lambda item: -item[1])),
+        "ray_services_mib": services(peak) / 1024,
         "ray_processes": len({pid for sample in pss_samples for pid in sample} - trial_workers),
         "foreign_lines": sum(1 for _, line in lines if not is_engine_line(line)),
         "data_loaded_s": first_line["data: local"], "first_trial_started_s": first_line["  started  "],

@@ -24,7 +24,6 @@ from torch import nn
 from spaces import NER, Offer
 from spaces import Strategy
 from spaces.encoders import SUBWORDS, WORDS
-from spaces.finetuning import pretrained_model
 from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
@@ -188,13 +187,6 @@ class NamedEntityRecognition(Task):
     def load_data(self, spec: NerDataSpec, data_root: str | None, seed: int) -> NerData:
         return load_ner(spec, data_root, seed)
 
-    def data_for(self, config: Mapping[str, Any], data: NerData) -> NerData | SubwordNerData:
-        model = pretrained_model(dict(config))
-        if model is None:
-            return data
-        if model not in data.subwords:
-            raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(data.subwords) or 'none'}); the study's encoder must name it")
-        return data.subwords[model]
 
     def build(self, strategy: Strategy, data: NerData | SubwordNerData) -> TrialModel:
         if isinstance(data, SubwordNerData):

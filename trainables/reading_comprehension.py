@@ -24,7 +24,6 @@ from torch import nn
 from spaces import READING_COMPREHENSION, Offer
 from spaces import Strategy
 from spaces.encoders import SUBWORDS, WORDS
-from spaces.finetuning import pretrained_model
 from spaces.loss_terms import PAIRED_ENCODINGS
 from spaces.losses import GOLD_LOG_PROB
 from spaces.regularizers import LOOP, MODEL
@@ -259,13 +258,6 @@ class ReadingComprehension(Task):
     def load_data(self, spec: ReadingComprehensionDataSpec, data_root: str | None, seed: int) -> ReadingComprehensionData:
         return load_reading_comprehension(spec, data_root, seed)
 
-    def data_for(self, config: Mapping[str, Any], data: ReadingComprehensionData) -> ReadingComprehensionData | SubwordReadingData:
-        model = pretrained_model(dict(config))
-        if model is None:
-            return data
-        if model not in data.subwords:
-            raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(data.subwords) or 'none'}); the study's encoder must name it")
-        return data.subwords[model]
 
     def build(self, strategy: Strategy, data: ReadingComprehensionData | SubwordReadingData) -> TrialModel:
         if isinstance(data, SubwordReadingData):

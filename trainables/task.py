@@ -117,14 +117,23 @@ class Task:
         """Reads and encodes the dataset once, in the driver; the result is shipped to trials."""
         raise NotImplementedError
 
-    def data_for(self, config: Mapping[str, Any], data: Any) -> Any:
-        """The part of the shipped data a strategy trains on; every method below then gets that.
-        Optional: all of it by default (a task with a pretrained encoder picks that model's sub-words)."""
-        return data
-
     def build(self, strategy: Strategy, data: Any) -> TrialModel:
         """The model and the loss module of one strategy (on the CPU; the runner moves them)."""
         raise NotImplementedError
+
+    def data_for(self, config: Mapping[str, Any], data: Any) -> Any:
+        """The part of the shipped data a strategy trains on; every method below then gets that: a
+        pretrained encoder's sub-words (tokenized once, in the driver, for each model the space
+        names), else the word-level data itself."""
+        from spaces.finetuning import pretrained_model
+
+        model = pretrained_model(dict(config))
+        if model is None:
+            return data
+        subwords = getattr(data, "subwords", {})
+        if model not in subwords:
+            raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(subwords) or 'none'}); the study's encoder must name it")
+        return subwords[model]
 
     def train_size(self, data: Any) -> int:
         """Training examples per epoch (sets the schedule's steps per epoch)."""

@@ -18,7 +18,6 @@ from spaces import TEXT_CLASSIFICATION, Offer
 from spaces import Strategy
 from spaces.consistency import TWO_PASSES
 from spaces.encoders import SUBWORDS, WORDS
-from spaces.finetuning import pretrained_model
 from spaces.losses import CLASSES
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSplit, TextClassificationData, TextDataSpec, load_text_classification
@@ -116,13 +115,6 @@ class TextClassification(Task):
     def load_data(self, spec: TextDataSpec, data_root: str | None, seed: int) -> TextClassificationData:
         return load_text_classification(spec, data_root, seed)
 
-    def data_for(self, config: Mapping[str, Any], data: TextClassificationData) -> TextClassificationData | SubwordClassificationData:
-        model = pretrained_model(dict(config))
-        if model is None:
-            return data
-        if model not in data.subwords:
-            raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(data.subwords) or 'none'}); the study's encoder must name it")
-        return data.subwords[model]
 
     def build(self, strategy: Strategy, data: TextClassificationData | SubwordClassificationData) -> TrialModel:
         if isinstance(data, SubwordClassificationData):

@@ -32,7 +32,7 @@ import yaml
 
 from search.config import StudyConfig, StudyFileError
 from search.sampler import SamplerRefused, read_sampler_choice, searched_parameters
-from spaces import Space, choice_key, enabled_key, flatten, unflatten, with_overrides
+from spaces import ConfigError, Space, choice_key, enabled_key, flatten, unflatten, with_overrides
 from spaces._strategy import GLOBAL_GROUPS
 
 if TYPE_CHECKING:
@@ -116,7 +116,10 @@ def read_baseline(value: Any, task: Task, space: Space, path: str) -> QueuedConf
         field = "baseline" if isinstance(value, str) else "baseline.from"
         raise StudyFileError(path, field, f"{start!r} is not a published baseline of task {task.name}; accepted: {names}")
     name = start or _closest_published(published, space, given)
-    values = flatten(with_overrides(unflatten({**flatten(_all_off(space)), **flatten(published[name])}), given))
+    try:
+        values = flatten(with_overrides(unflatten({**flatten(_all_off(space)), **flatten(published[name])}), given))
+    except ConfigError as error:
+        raise StudyFileError(path, f"baseline.{_dotted(error.key)}", error.message) from None
     # Written in the file: exactly as written. From a published baseline behind it: fitted to the space.
     exact = set(values) if start is not None else set(given)
     resolved = resolve_in_space(values, space, exact=exact)

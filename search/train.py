@@ -145,7 +145,10 @@ def document_from_flags(
         if not sep or not is_flat_key(key):
             raise StudyFileError(FLAGS, f"--set {item}", "expected KEY=VALUE with KEY a config name such as loss/name or loss/focal/gamma")
         given[key] = parse_value(text)
-    config = with_overrides(document.get("config") or {}, given)
+    try:
+        config = with_overrides(document.get("config") or {}, given)
+    except ConfigError as error:
+        raise StudyFileError(FLAGS, f"--set {error.key}", error.message) from None
     if config:
         document["config"] = config
     return document

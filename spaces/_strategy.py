@@ -99,7 +99,27 @@ def with_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> d
         if key == choice_key(family) and flat.get(key) != value:
             flat = {k: v for k, v in flat.items() if not k.startswith(family + SEPARATOR)}
     flat.update(overrides)
+    _refuse_shape_clashes(overrides, flat)
     return unflatten(flat)
+
+
+def _refuse_shape_clashes(overrides: Mapping[str, Any], flat: Mapping[str, Any]) -> None:
+    """A ConfigError naming the override that makes one name both a value and a section.
+
+    E.g. `optimizer/name/adamw` given where the config has `optimizer/name: adamw`: unflattened,
+    one of the two would overwrite the other or fail deep inside. The deeper name is blamed first.
+    """
+    for key in overrides:
+        parts = key.split(SEPARATOR)
+        for end in range(1, len(parts)):
+            parent = SEPARATOR.join(parts[:end])
+            if parent in flat:
+                raise ConfigError(key, f"config.{parent.replace(SEPARATOR, '.')} takes one value ({flat[parent]!r}), "
+                                       f"not a section with {'.'.join(parts[end:])!r} in it")
+    for key in overrides:
+        below = [k.rpartition(SEPARATOR)[2] for k in flat if k.startswith(key + SEPARATOR)]
+        if below:
+            raise ConfigError(key, f"is a section ({', '.join(below)}), not one value ({flat[key]!r})")
 
 
 class ConfigError(SpaceError):

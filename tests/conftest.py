@@ -6,12 +6,18 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Sub-word encodings are cached on disk: never in the user's cache, and never from an earlier run.
 os.environ["SEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="search-subword-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# CI runs the property tests on a fixed seed, so a build passes or fails on the code alone;
+# runs elsewhere draw new examples (what they find is kept as an @example).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

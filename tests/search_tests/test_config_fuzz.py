@@ -184,6 +184,7 @@ def _with(section: str, **values: Any) -> dict[str, Any]:
 @example(_with("budget", trials=4, max_epochs=3, resources={"cpu": math.inf, "gpu": 0}))  # accepted
 @example(_with("", seed=2**32))  # accepted; np.random.seed refuses it in every trial
 @example(_with("budget", **{"line\nbreak": 1}))  # a two-line error
+@example(_with("", baseline={"optimizer": {"name": {"adam": "adam"}}}))  # a section over a value: TypeError
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(study_files)
 def test_a_study_file_is_accepted_or_refused_with_a_study_file_error(raw: Any) -> None:

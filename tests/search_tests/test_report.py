@@ -209,6 +209,7 @@ BAD_CALLS = {
     "flags: unknown parameter": (["FLAGS", "--set", "loss/focal/gama=2"], ["`--set loss/focal/gama`", "no parameter 'gama'"]),
     "flags: other optimizer without its lr": (["FLAGS", "--set", "optimizer/name=adam"], ["`--set optimizer/adam/lr`", "missing"]),
     "flags: not KEY=VALUE": (["FLAGS", "--set", "loss"], ["`--set loss`", "expected KEY=VALUE"]),
+    "flags: a section over a value": (["FLAGS", "--set", "loss/name/x=1"], ["`--set loss/name/x`", "config.loss.name takes one value"]),
     "flags: bad --data": (["FLAGS", "--data", "[1"], ["`--data`", "not JSON or YAML"]),
     "flags: no task": (["train", "--set", "loss/name=focal"], ["`task`", "pass --task"]),
 }

@@ -115,6 +115,8 @@ def test_a_task_that_publishes_no_baseline_runs_none(tmp_path: Path) -> None:
         ("baseline: {encoder: {name: bilstm, bilstm: {hidden: 128}}}", "baseline.encoder.bilstm.hidden", "outside this study's space; this space fixes it at 32"),
         ("baseline: {loss: {focal: {gamma: 2.0}}}", "baseline.loss.focal.gamma", "name it: `loss: {name: focal}`"),
         ("baseline: {regularizers: {l1: {enabled: true}}}", "baseline.regularizers.l1.enabled", "off in every trial"),
+        # A section where the published baseline has one value (found by the fuzz test).
+        ("baseline: {optimizer: {name: {adam: adam}}}", "baseline.optimizer.name.adam", "config.optimizer.name takes one value ('adam'), not a section with 'adam' in it"),
         ("baseline: {dropout: 0.5}", "baseline.dropout", "unknown family; accepted: encoder, addons"),
         ("baseline: bert", "baseline", "'bert' is not a published baseline of task text_classification; accepted: textcnn, bilstm"),
         ("baseline: {from: bert}", "baseline.from", "accepted: textcnn, bilstm"),

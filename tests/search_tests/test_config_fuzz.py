@@ -27,36 +27,17 @@ from search.cli import main
 from search.config import TOP_LEVEL, StudyFileError, apply_overrides, parse_study
 from search.tasks import TASKS, get_task
 from spaces import categorical_choices, suggest
-from tests.conftest import ner_study_yaml, toy_study_yaml
+from tests.conftest import TINY_SQUAD_STUDY, ner_study_yaml, toy_study_yaml
 from trainables.optimization import seed_everything
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-SQUAD = """
-name: tiny_squad
-task: reading_comprehension
-data:
-  name: squad
-  local: {format: squad, files: {train: squad/dev-v1.1.json.gz}}
-  carve: {validation: 0.1, test: 0.1}
-  max_examples: {train: 64, validation: 32, test: 32}
-  max_context_tokens: 80
-metric: f1
-budget: {trials: 1, max_epochs: 1}
-space:
-  char_encoder: none
-  encoder: {choices: [bilstm], params: {bilstm: {hidden: 8, layers: 1}}}
-  optimizer: adam
-  batch_size: 16
-  embedding_dim: 16
-"""
 
 TOY = yaml.safe_load(toy_study_yaml("sqlite:///fuzz.db"))
 BASES = [
     *(yaml.safe_load(studies.path(name).read_text()) for name in studies.names()),
     TOY,
     yaml.safe_load(ner_study_yaml("sqlite:///fuzz.db")),
-    yaml.safe_load(SQUAD),
+    yaml.safe_load(TINY_SQUAD_STUDY),
 ]
 
 

@@ -20,7 +20,7 @@ Then, from the study's Optuna database alone:
   with a broken curve; the target is 0.
 
     python bench/chaos.py [--trials 40] [--concurrency 3] [--max-epochs 6] [--kill-every 8]
-                          [--min-worker-age 5] [--train-sentences 6920] [--data-root DIR] [--keep DIR]
+                          [--min-worker-age 5] [--max-kills N] [--train-sentences 6920] [--data-root DIR] [--keep DIR]
 
 The last line is `RESULT kills=... trials=... ... lost=...` for scripts.
 """
@@ -92,11 +92,12 @@ def trial_workers(session: int, min_age_s: float = 0.0) -> list[tuple[int, str]]
 
 def run_chaos(
     study: dict[str, Any], data_root: Path, folder: Path, *, kill_every: float, min_worker_age_s: float = 0.0,
-    seed: int = 0, timeout_s: float = 3600, log: Any = print,
+    max_kills: int | None = None, seed: int = 0, timeout_s: float = 3600, log: Any = print,
 ) -> tuple[Chaos, subprocess.CompletedProcess]:
     """Runs `search run` on `study` in its own session while killing one of its trial workers every
-    `kill_every` seconds (x 0.5-1.5), among those `min_worker_age_s` old. Returns what was killed
-    and how the search ended."""
+    `kill_every` seconds (x 0.5-1.5), among those `min_worker_age_s` old, `max_kills` at most (a
+    machine so loaded that restarts take longer than the kill interval would make no progress).
+    A search still running after `timeout_s` is killed. Returns what was killed and how it ended."""
     import yaml
 
     study_file = folder / "chaos.yaml"
@@ -113,7 +114,7 @@ def run_chaos(
             next_kill = started + kill_every * rng.uniform(0.5, 1.5)
             while search.poll() is None and time.monotonic() - started < timeout_s:
                 time.sleep(0.2)
-                if time.monotonic() < next_kill:
+                if time.monotonic() < next_kill or (max_kills is not None and len(chaos.kills) >= max_kills):
                     continue
                 workers = trial_workers(search.pid, min_worker_age_s)
                 if workers:
@@ -186,6 +187,7 @@ def main() -> int:
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--kill-every", type=float, default=8.0, help="seconds between kills, on average")
     parser.add_argument("--min-worker-age", type=float, default=5.0, help="kill only workers this many seconds old (past start-up)")
+    parser.add_argument("--max-kills", type=int, help="stop killing after this many (default: no limit)")
     parser.add_argument("--max-failures", type=int, default=20, help="restarts Ray allows a trial (budget.max_failures)")
     parser.add_argument("--train-sentences", type=int, default=6920, help="SST-2 training sentences (epoch length; all of them by default)")
     parser.add_argument("--seed", type=int, default=0)
@@ -205,7 +207,7 @@ def main() -> int:
     print(f"chaos: {args.trials} trials, {args.concurrency} at a time, a trial worker killed every ~{args.kill_every:g} s; in {folder}", flush=True)
     started = time.monotonic()
     chaos, search = run_chaos(study, data_root, folder, kill_every=args.kill_every, min_worker_age_s=args.min_worker_age,
-                              seed=args.seed, log=lambda line: print(line, flush=True))
+                              max_kills=args.max_kills, seed=args.seed, log=lambda line: print(line, flush=True))
     wall_s = time.monotonic() - started
     if search.returncode != 0:
         print(search.stdout[-3000:])

@@ -33,6 +33,14 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(value: float) -> bool:
+    """Not NaN or infinite, and within float range (YAML reads 1e999 as inf, and any digits as an int)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 @dataclass(frozen=True)
 class _Limits:
     """Hard bounds a value must respect whatever the study says (e.g. a learning rate > 0)."""
@@ -51,7 +59,7 @@ class _Limits:
         return " and ".join(parts) if parts else "any number"
 
     def admits(self, value: float) -> bool:
-        if not math.isfinite(value):
+        if not _finite(value):
             return False
         if self.minimum is not None:
             if value < self.minimum or (self.exclusive_minimum and value == self.minimum):
@@ -84,7 +92,7 @@ class Float:
         return Float(low, high, log, self.limits, self.doc)
 
     def _check(self, value: Any, where: str) -> float:
-        if not _number(value) or not self.limits.admits(float(value)):
+        if not _number(value) or not self.limits.admits(value):
             raise SpaceError(where, f"{value!r} is out of range; {self.doc or 'this value'} must be {self.limits.describe()}")
         return float(value)
 

@@ -242,3 +242,23 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     return save_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+TINY_SQUAD_STUDY = """# test study: reading comprehension on a few SQuAD dev questions (under the data root)
+name: tiny_squad
+task: reading_comprehension
+data:
+  name: squad
+  local: {format: squad, files: {train: squad/dev-v1.1.json.gz}}
+  carve: {validation: 0.1, test: 0.1}
+  max_examples: {train: 64, validation: 32, test: 32}
+  max_context_tokens: 80
+metric: f1
+budget: {trials: 1, max_epochs: 1}
+space:
+  char_encoder: none
+  encoder: {choices: [bilstm], params: {bilstm: {hidden: 8, layers: 1}}}
+  optimizer: adam
+  batch_size: 16
+  embedding_dim: 16
+"""

@@ -238,7 +238,7 @@ def _resume(
         return 1, note
     for name, module in modules.items():
         module.load_state_dict(state[name])
-    rng.bit_generator.state = _numpy_values(state["rng"])
+    rng.bit_generator.state = numpy_rng_state(state["rng"])
     return state["epoch"] + 1, None
 
 
@@ -362,7 +362,7 @@ def save_weights(model_state: Mapping[str, torch.Tensor], path: str | os.PathLik
 
 def plain_state(value: Any, where: str = "state") -> Any:
     """`value` with tensors and plain Python values only, what `torch.load(weights_only=True)`
-    reads back: numpy scalars become Python numbers, numpy arrays tensors (`_numpy_values` turns
+    reads back: numpy scalars become Python numbers, numpy arrays tensors (`numpy_rng_state` turns
     them back for the RNG). Anything else is refused here, at the first checkpoint, rather than
     found unreadable when a trial resumes."""
     if isinstance(value, np.generic):  # first: np.float64 is also a float, and torch refuses it
@@ -383,10 +383,11 @@ def plain_state(value: Any, where: str = "state") -> Any:
     raise TypeError(f"a checkpoint holds tensors and plain values only; {where} is a {type(value).__module__}.{type(value).__name__}")
 
 
-def _numpy_values(value: Any) -> Any:
-    """A numpy bit generator's state as `plain_state` saved it, with its arrays numpy again."""
+def numpy_rng_state(value: Any) -> Any:
+    """A numpy bit generator's state as `plain_state` saved it (arrays as tensors), ready for
+    `Generator.bit_generator.state`: its arrays numpy again."""
     if isinstance(value, torch.Tensor):
         return value.numpy()
     if isinstance(value, Mapping):
-        return {key: _numpy_values(item) for key, item in value.items()}
+        return {key: numpy_rng_state(item) for key, item in value.items()}
     return value

@@ -27,36 +27,17 @@ from search.cli import main
 from search.config import TOP_LEVEL, StudyFileError, apply_overrides, parse_study
 from search.tasks import TASKS, get_task
 from spaces import categorical_choices, suggest
-from tests.conftest import ner_study_yaml, toy_study_yaml
+from tests.conftest import TINY_SQUAD_STUDY, ner_study_yaml, toy_study_yaml
 from trainables.optimization import seed_everything
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-SQUAD = """
-name: tiny_squad
-task: reading_comprehension
-data:
-  name: squad
-  local: {format: squad, files: {train: squad/dev-v1.1.json.gz}}
-  carve: {validation: 0.1, test: 0.1}
-  max_examples: {train: 64, validation: 32, test: 32}
-  max_context_tokens: 80
-metric: f1
-budget: {trials: 1, max_epochs: 1}
-space:
-  char_encoder: none
-  encoder: {choices: [bilstm], params: {bilstm: {hidden: 8, layers: 1}}}
-  optimizer: adam
-  batch_size: 16
-  embedding_dim: 16
-"""
 
 TOY = yaml.safe_load(toy_study_yaml("sqlite:///fuzz.db"))
 BASES = [
     *(yaml.safe_load(studies.path(name).read_text()) for name in studies.names()),
     TOY,
     yaml.safe_load(ner_study_yaml("sqlite:///fuzz.db")),
-    yaml.safe_load(SQUAD),
+    yaml.safe_load(TINY_SQUAD_STUDY),
 ]
 
 
@@ -73,7 +54,7 @@ KNOWN_WORDS = sorted(set().union(*map(_names_in, BASES)) | set(TOP_LEVEL) | set(
 
 scalars = (
     st.none() | st.booleans() | st.integers(-3, 3) | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1e-300, 0.5, 1.0, 2.0, 1e300])
+    | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1e-300, 0.5, 1.0, 2.0, 1e300, 10**400, -(10**400)])
     | st.text(max_size=6) | st.sampled_from(KNOWN_WORDS)
 )
 junk = st.recursive(
@@ -115,7 +96,10 @@ def _edge(value: Any) -> st.SearchStrategy[Any]:
     if isinstance(value, bool):
         return st.sampled_from([not value, 0, 1, "yes", None])
     if isinstance(value, (int, float)):
-        return st.sampled_from([0, -1, -value, value - 1, value + 1, value / 2, value * 1000, float(value), str(value), math.nan, math.inf, -math.inf, True, 2**64])
+        variants = [0, -1, -value, value - 1, value + 1, value * 1000, str(value), math.nan, math.inf, -math.inf, True, 2**64, 10**400]
+        with contextlib.suppress(OverflowError):  # an integer beyond any float has no half
+            variants += [value / 2, float(value)]
+        return st.sampled_from(variants)
     if isinstance(value, str):
         return st.sampled_from(["", " ", value.upper(), value + "x", 3, [value], {value: value}])
     return junk
@@ -183,6 +167,8 @@ def _with(section: str, **values: Any) -> dict[str, Any]:
 @example(_with("asha", reduction_factor=math.nan))  # accepted; ASHA cannot use it
 @example(_with("budget", trials=4, max_epochs=3, resources={"cpu": math.inf, "gpu": 0}))  # accepted
 @example(_with("", seed=2**32))  # accepted; np.random.seed refuses it in every trial
+@example(_with("asha", reduction_factor=10**400))  # float() of it: OverflowError
+@example(_with("space", optimizer={"choices": ["adam"], "params": {"adam": {"lr": 10**400}}}))  # the same, in the space
 @example(_with("budget", **{"line\nbreak": 1}))  # a two-line error
 @example(_with("", baseline={"optimizer": {"name": {"adam": "adam"}}}))  # a section over a value: TypeError
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -18,8 +18,17 @@ import yaml
 from search.config import parse_study
 from search.tasks import get_task
 from spaces import suggest, unflatten
-from tests.conftest import ner_study_yaml, toy_study_yaml, write_conll_files, write_sentiment_csv
-from trainables.runner import RESUME_NOTE, WEIGHTS_FILE, TrialSettings, _numpy_values, load_state, plain_state, run_trial, save_weights
+from tests.conftest import TINY_SQUAD_STUDY, ner_study_yaml, toy_study_yaml, write_conll_files, write_sentiment_csv
+from trainables.runner import (
+    RESUME_NOTE,
+    WEIGHTS_FILE,
+    TrialSettings,
+    load_state,
+    numpy_rng_state,
+    plain_state,
+    run_trial,
+    save_weights,
+)
 
 
 class _RunsCode:
@@ -60,10 +69,10 @@ def _task_setup(name: str, tmp_path: Path, shared_data: Path | None) -> tuple[An
         write_conll_files(root / "ner", {"train": 60, "validation": 20, "test": 20})
         study = yaml.safe_load(ner_study_yaml("sqlite:///unused.db"))
     else:
-        from tests.trainables_tests.test_extending import _squad_study
-
         assert shared_data is not None
-        study, root = _squad_study(shared_data), shared_data
+        if not (shared_data / "squad" / "dev-v1.1.json.gz").exists():
+            pytest.skip(f"SQuAD dev file not found under {shared_data}")
+        study, root = yaml.safe_load(TINY_SQUAD_STUDY), shared_data
     config = parse_study(study, f"{name}.yaml", name)
     task = get_task(name)
     strategy = unflatten(suggest(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask(), config.space))
@@ -141,7 +150,7 @@ def test_plain_state_turns_numpy_into_plain_values_and_refuses_objects(tmp_path:
     path = tmp_path / "state.pt"
     torch.save(state, path)
     restored = np.random.Generator(np.random.MT19937(0))
-    restored.bit_generator.state = _numpy_values(torch.load(path, weights_only=True)["rng"])
+    restored.bit_generator.state = numpy_rng_state(torch.load(path, weights_only=True)["rng"])
     assert restored.integers(0, 1 << 30, 5).tolist() == rng.integers(0, 1 << 30, 5).tolist()
 
     with pytest.raises(TypeError, match=r"state\['schedule'\]\['fn'\] is a builtins.function"):

@@ -15,7 +15,7 @@ from search.config import StudyFileError, parse_study
 from search.tasks import TASKS, get_task
 from spaces import Component, Float, between, suggest, unflatten, unsupported
 from spaces.losses import CLASSES, IGNORE_INDEX, LOSSES
-from tests.conftest import ner_study_yaml, toy_study_yaml, write_conll_files, write_sentiment_csv
+from tests.conftest import TINY_SQUAD_STUDY, ner_study_yaml, toy_study_yaml, write_conll_files, write_sentiment_csv
 from trainables import TrialSettings, run_trial
 
 CALLS: list[int] = []
@@ -49,24 +49,7 @@ def brier(monkeypatch: pytest.MonkeyPatch) -> Component:
 def _squad_study(shared_data: Path) -> dict:
     if not (shared_data / "squad" / "dev-v1.1.json.gz").exists():
         pytest.skip(f"SQuAD dev file not found under {shared_data}")
-    return yaml.safe_load(f"""
-name: tiny_squad
-task: reading_comprehension
-data:
-  name: squad
-  local: {{format: squad, files: {{train: squad/dev-v1.1.json.gz}}}}
-  carve: {{validation: 0.1, test: 0.1}}
-  max_examples: {{train: 64, validation: 32, test: 32}}
-  max_context_tokens: 80
-metric: f1
-budget: {{trials: 1, max_epochs: 1}}
-space:
-  char_encoder: none
-  encoder: {{choices: [bilstm], params: {{bilstm: {{hidden: 8, layers: 1}}}}}}
-  optimizer: adam
-  batch_size: 16
-  embedding_dim: 16
-""")
+    return yaml.safe_load(TINY_SQUAD_STUDY)
 
 
 @pytest.fixture()

@@ -140,7 +140,11 @@ class Section:
         value = self.data.get(key, default)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self.fail(key, f"{value!r} is not a number")
-        if not math.isfinite(value):  # YAML's .nan and .inf are floats; nothing here means them
+        try:
+            finite = math.isfinite(value)  # YAML's .nan and .inf are floats; nothing here means them
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
             raise self.fail(key, f"{value!r} is not a finite number")
         if minimum is not None and (value < minimum or (exclusive and value == minimum)):
             raise self.fail(key, f"{value!r} is out of range; it must be {'>' if exclusive else '>='} {minimum:g}")

@@ -236,9 +236,23 @@ def _same(a: Any, b: Any) -> bool:
     """Equal as config values: 1 is not True, 64 is 64.0."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b  # exact: float() of a huge YAML integer overflows
     if _is_number(a) and _is_number(b):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+        return math.isclose(_as_float(a), _as_float(b), rel_tol=1e-9, abs_tol=0.0)
     return type(a) is type(b) and a == b
+
+
+def _distance(a: int | float, b: int | float) -> float:
+    return abs(a - b) if isinstance(a, int) and isinstance(b, int) else abs(_as_float(a) - _as_float(b))
+
+
+def _as_float(value: int | float) -> float:
+    """float(value), or ±inf for an integer too large for a float (YAML reads any digits as an int)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.copysign(math.inf, value)
 
 
 class _FittingTrial:
@@ -256,7 +270,7 @@ class _FittingTrial:
         value = self.values.get(name, _MISSING)
         chosen = next((c for c in choices if _same(c, value)), _MISSING)
         if chosen is _MISSING and _is_number(value) and all(_is_number(c) for c in choices):
-            chosen = min(choices, key=lambda c: abs(c - value))
+            chosen = min(choices, key=lambda c: _distance(c, value))
         if chosen is _MISSING:
             chosen = choices[0]
         self.params[name] = chosen
@@ -266,7 +280,7 @@ class _FittingTrial:
         self.accepts[name] = f"a number in [{low:g}, {high:g}]"
         value = self.values.get(name, _MISSING)
         if _is_number(value):
-            fitted = min(max(float(value), low), high)
+            fitted = min(max(_as_float(value), low), high)
         else:
             fitted = math.sqrt(low * high) if log else (low + high) / 2
         self.params[name] = fitted
@@ -277,7 +291,7 @@ class _FittingTrial:
         self.accepts[name] = f"an integer in [{low}, {top}]" + (f" in steps of {step} from {low}" if step > 1 else "")
         value = self.values.get(name, _MISSING)
         if _is_number(value):
-            target = float(value)
+            target = min(max(_as_float(value), low), top)
         else:
             target = math.sqrt(low * high) if log else (low + top) / 2
         fitted = min(max(low + round((target - low) / step) * step, low), top)

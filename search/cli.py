@@ -107,6 +107,11 @@ def _add_run_flags(command: argparse.ArgumentParser) -> None:
         "(default: $SEARCH_RAY_ADDRESS, else a local Ray started for this run)",
     )
     command.add_argument(
+        "--time-budget", type=float, metavar="SECONDS", dest="time_budget_s",
+        help="wall clock for this run's trials (the study's budget.time_budget_s by default); "
+        "trials it cuts off are re-queued and `search resume` continues them",
+    )
+    command.add_argument(
         "--ray-dashboard", action="store_true",
         help="start Ray's dashboard with the local Ray of this search (needs pip install 'ray[default]'); "
         "by default a search starts Ray without it",
@@ -162,6 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     config = apply_overrides(
         config, storage=args.storage, study_name=args.study_name, trials=args.trials,
         max_epochs=args.max_epochs, concurrency=args.concurrency, storage_path=args.storage_path,
+        time_budget_s=args.time_budget_s,
     )
     return _search(config, args)
 
@@ -181,7 +187,7 @@ def _resume(args: argparse.Namespace) -> int:
     config = parse_study(recorded, f"study {args.study_name!r} (recorded study file)", default_name=args.study_name)
     config = apply_overrides(
         config, storage=storage_url, study_name=args.study_name, trials=args.trials,
-        concurrency=args.concurrency, storage_path=args.storage_path,
+        concurrency=args.concurrency, storage_path=args.storage_path, time_budget_s=args.time_budget_s,
     )
     return _search(config, args)
 
@@ -229,6 +235,10 @@ def _search(config: object, args: argparse.Namespace) -> int:
         print("  best: no trial completed all its epochs yet")
     for line in summary.baseline.lines() if summary.baseline else ():
         print(f"  {line}" if line.startswith("baseline") else f"            {line}")
+    if summary.time_budget_reached:
+        cut = (f"; {summary.trials_cut_off} trial(s) cut off are re-queued with their last checkpoint, and "
+               f"`search resume {summary.study_name}` continues the study") if summary.trials_cut_off else ""
+        print(f"  time budget of {config.budget.time_budget_s:g} s reached{cut}")
     if summary.interrupted:
         print(f"  interrupted: trials cut off are recorded as FAIL and re-queued with their last checkpoint; "
               f"`search resume {summary.study_name}` (or the same command) continues the study")

@@ -5,6 +5,7 @@ Every refusal is a `StudyFileError` naming the file, the field, the value and wh
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -57,6 +58,9 @@ class Budget:
     # A trial checkpoints when this many seconds passed since its last checkpoint, and after its
     # last epoch: a kill costs at most this much work plus the epoch in flight.
     checkpoint_every_s: float = 10.0
+    # Wall-clock seconds for this run's trials (Ray Tune's `time_budget_s`), counted from the start
+    # of the first trial; the trials it cuts off are re-queued, and `search resume` continues them.
+    time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         raise top.fail("direction", f"{direction!r} contradicts the metric: {metric} is to {natural}")
 
     budget_reader = top.section("budget")
-    budget_reader.check_keys(("trials", "max_epochs", "concurrency", "resources", "max_failures", "checkpoint_every_s"))
+    budget_reader.check_keys(("trials", "max_epochs", "concurrency", "resources", "max_failures", "checkpoint_every_s", "time_budget_s"))
     resources = budget_reader.section("resources", required=False) or Section({}, "budget.resources.")
     resources.check_keys(("cpu", "gpu"))
     gpus = resources.number("gpu", 0, minimum=0.0)
@@ -176,6 +180,7 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         gpus_per_trial=gpus,
         max_failures=budget_reader.integer("max_failures", 2, minimum=0),
         checkpoint_every_s=budget_reader.number("checkpoint_every_s", 10.0, minimum=0.0),
+        time_budget_s=None if budget_reader.data.get("time_budget_s") is None else budget_reader.number("time_budget_s", minimum=0.0, exclusive=True),
     )
 
     asha_reader = top.section("asha", required=False) or Section({}, "asha.")
@@ -255,17 +260,21 @@ def apply_overrides(
     max_epochs: int | None = None,
     concurrency: int | None = None,
     storage_path: str | None = None,
+    time_budget_s: float | None = None,
 ) -> StudyConfig:
     """Command-line flags override the study file; they are validated the same way."""
     flags = {"--trials": trials, "--max-epochs": max_epochs, "--concurrency": concurrency}
     for flag, value in flags.items():
         if value is not None and value < 1:
             raise StudyFileError(config.path, flag, f"{value} is too small; it must be an integer >= 1")
+    if time_budget_s is not None and not (math.isfinite(time_budget_s) and time_budget_s > 0):
+        raise StudyFileError(config.path, "--time-budget", f"{time_budget_s:g} is not accepted; it must be a number of seconds > 0")
     budget = replace(
         config.budget,
         trials=trials or config.budget.trials,
         max_epochs=max_epochs or config.budget.max_epochs,
         concurrency=concurrency or config.budget.concurrency,
+        time_budget_s=time_budget_s or config.budget.time_budget_s,
     )
     asha = config.asha
     if max_epochs is not None and asha.grace_period > max_epochs:

@@ -56,6 +56,8 @@ class SearchSummary:
     data_source: str = ""
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    time_budget_reached: bool = False  # budget.time_budget_s ran out; the trials cut off are re-queued
+    trials_cut_off: int = 0
     test_metrics: dict[str, float] | None = None  # the best trial of this run, on the test split
     baseline: BaselineComparison | None = None  # the study's baseline against its best trial
 
@@ -270,11 +272,13 @@ def run_search(
 
         # 4) The search, then this run's best trial (and baseline) on the test split.
         tuning = _build_tuner(run, resources, remaining, trainable=trainable, storage_path=storage_path, verbose=verbose)
-        results, interrupted = _fit(tuning)
+        results, ending = _fit(tuning, config.budget.time_budget_s)
         test_metrics = _score_best_on_test(run, tuning, results)
         _score_baseline_on_test(run, tuning, results)
     summary = summarize(config, run.storage, started, trials_run=remaining, data_source=run.data_source, notes=notes)
-    summary.interrupted = interrupted
+    summary.interrupted = ending.interrupted
+    summary.time_budget_reached = ending.time_budget_reached
+    summary.trials_cut_off = ending.cut_off
     summary.test_metrics = test_metrics
     return summary
 
@@ -492,6 +496,7 @@ def _build_tuner(
             # One worker process per concurrent slot, kept across trials: no torch re-import,
             # no data re-transfer per trial.
             reuse_actors=True,
+            time_budget_s=config.budget.time_budget_s,
         ),
         run_config=tune.RunConfig(
             name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -550,14 +555,26 @@ def _asha_scheduler(config: StudyConfig, runs_full_budget: Callable[[str], bool]
     )
 
 
-def _fit(tuning: _Tuning) -> tuple[ResultGrid, bool]:
-    """Runs the trials; returns Ray's results and whether the run was interrupted."""
+@dataclass(frozen=True)
+class _Ending:
+    cut_off: int  # trials stopped before they finished, failed and re-queued
+    time_budget_reached: bool
+
+    @property
+    def interrupted(self) -> bool:
+        return self.cut_off > 0 and not self.time_budget_reached
+
+
+def _fit(tuning: _Tuning, time_budget_s: float | None) -> tuple[ResultGrid, _Ending]:
+    """Runs the trials; returns Ray's results and how the run ended."""
+    started = time.perf_counter()
     try:
         results = tuning.tuner.fit()
     finally:
-        # Ray returns normally after Ctrl-C; trials it cut off are the sign of an interruption.
-        interrupted = tuning.searcher.close_unfinished() > 0
-    return results, interrupted
+        # Ray returns normally after Ctrl-C and after its time budget; trials it cut off are re-queued.
+        cut_off = tuning.searcher.close_unfinished()
+    reached = time_budget_s is not None and time.perf_counter() - started >= time_budget_s
+    return results, _Ending(cut_off, reached)
 
 
 def _score_best_on_test(run: _SearchRun, tuning: _Tuning, results: ResultGrid | None) -> dict[str, float] | None:

@@ -56,6 +56,7 @@ BAD_STUDIES = {
     "unknown loss": (("loss: [cross_entropy, focal]", "loss: [cross_entropy, hinge]"), ["space.loss", "'hinge'", "accepted: cross_entropy, focal, ghm, label_smoothing"]),
     "negative lr bound": (("adam: {lr: [0.003, 0.01]}", "adam: {lr: [-0.5, 0.01]}"), ["space.optimizer.params.adam.lr", "-0.5", "> 0"]),
     "missing data file": (("toy/train.csv", "toy/missing_train.csv"), ["missing_train.csv", "--data-root", "SEARCH_DATA_ROOT"]),
+    "zero time budget": (("  max_epochs: 3\n", "  max_epochs: 3\n  time_budget_s: 0\n"), ["budget.time_budget_s", "0 is out of range", "> 0"]),
 }
 
 
@@ -73,6 +74,16 @@ def test_bad_input_is_refused_without_traceback_and_db_untouched(case: str, tmp_
     assert result.stderr.startswith("search: error: ")
     for fragment in expected:
         assert fragment in result.stderr
+    assert snapshot(db) == before
+
+
+def test_a_bad_time_budget_flag_is_refused(tmp_path: Path, seeded, sentiment_root: Path) -> None:
+    db, before = seeded
+    study_file = tmp_path / "toy.yaml"
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}"))
+    result = search("run", str(study_file), "--data-root", str(sentiment_root), "--time-budget", "-5", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("search: error: ") and "Traceback" not in result.stderr
+    assert "--time-budget" in result.stderr and "-5 is not accepted" in result.stderr and "> 0" in result.stderr
     assert snapshot(db) == before
 
 

@@ -178,7 +178,7 @@ def test_the_readme_study_example_reads_as_it_says() -> None:
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     example = text.split("## Study files")[1].split("```yaml")[1].split("```")[0]
     config = parse_study(yaml.safe_load(example), "README.md", "mine")
-    assert config.sampler.name == "tpe" and config.warm_start.top == 4
+    assert config.sampler.name == "tpe" and config.warm_start.top == 4 and config.budget.time_budget_s == 7200
     assert Strategy.from_config(config.baseline.config).summary() == "bilstm / focal / dropout / adamw / cosine"
     assert config.enqueue[0].params == {"loss/name": "ghm", "regularizers/l2/enabled": True, "regularizers/l2/coefficient": 1e-5}
 

@@ -272,7 +272,10 @@ def run_search(
 
         # 4) The search, then this run's best trial (and baseline) on the test split.
         tuning = _build_tuner(run, resources, remaining, trainable=trainable, storage_path=storage_path, verbose=verbose)
-        results, ending = _fit(tuning, config.budget.time_budget_s)
+        # A trial cut off before its first report makes Ray warn that it found no metrics; the
+        # study records what happened to it (FAIL, re-queued), and the summary says so.
+        with _ray_warnings_hidden(verbose < 2, "ray.tune.analysis.experiment_analysis"):
+            results, ending = _fit(tuning, config.budget.time_budget_s)
         test_metrics = _score_best_on_test(run, tuning, results)
         _score_baseline_on_test(run, tuning, results)
     summary = summarize(config, run.storage, started, trials_run=remaining, data_source=run.data_source, notes=notes)
@@ -409,10 +412,10 @@ def _require_dashboard_packages() -> None:
 
 
 @contextmanager
-def _ray_warnings_hidden(hidden: bool) -> Iterator[None]:
+def _ray_warnings_hidden(hidden: bool, logger: str = "ray") -> Iterator[None]:
     """Ray's log lines below ERROR are dropped while `hidden`: at `ray.init`, the token
     authentication notice and the like, which say nothing about the search."""
-    ray_logger = logging.getLogger("ray")
+    ray_logger = logging.getLogger(logger)
     level = ray_logger.level
     if hidden:
         ray_logger.setLevel(logging.ERROR)

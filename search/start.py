@@ -275,7 +275,7 @@ def _as_float(value: int | float) -> float:
     try:
         return float(value)
     except OverflowError:
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf  # math.copysign would convert `value` to a float too
 
 
 class _FittingTrial:

@@ -163,6 +163,9 @@ def main() -> None:
         if missing:
             parser.error(f"{dataset}: missing under {args.data_root}: {', '.join(missing)} (pass --data-root DIR)")
     quiet_ray_environment()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" per search
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="defaults-") as folder:
         work = args.keep or Path(folder)

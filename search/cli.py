@@ -271,11 +271,11 @@ def _space_line(config: object) -> str:
 
 def _start_line(config: object) -> str:
     """The sampler, the baseline run first, and how many configs are queued after it."""
-    from search.sampler import SamplerChoice
+    from search.start import effective_sampler, startup_plan
 
-    sampler = config.sampler or SamplerChoice()  # type: ignore[attr-defined]
+    sampler = effective_sampler(config)  # type: ignore[arg-type]
     options = "".join(f", {k} {v}" for k, v in sampler.options.items())
-    parts = [f"sampler {sampler.name}{options}"]
+    parts = [f"sampler {sampler.name}{options}", startup_plan(config).describe(config.baseline is not None)]  # type: ignore[arg-type,attr-defined]
     baseline = config.baseline  # type: ignore[attr-defined]
     if baseline is None:
         parts.append("no baseline")

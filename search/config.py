@@ -95,6 +95,9 @@ class StudyConfig:
     baseline: QueuedConfig | None = None
     enqueue: tuple[QueuedConfig, ...] = ()
     warm_start: WarmStart | None = None
+    # `startup:` around_baseline (one-family variations of the baseline, TPE's start-up sized by
+    # the budget: search.start.startup_plan) or plain (the sampler's own start).
+    startup: str = "around_baseline"
 
     @property
     def mode(self) -> str:
@@ -106,7 +109,7 @@ class StudyConfig:
 
 TOP_LEVEL = (
     "name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "storage_path", "space",
-    "sampler", "baseline", "enqueue", "warm_start",
+    "sampler", "baseline", "enqueue", "warm_start", "startup",
 )
 
 
@@ -148,7 +151,7 @@ def parse_study(raw: Any, path: str, default_name: str) -> StudyConfig:
 
 def with_start_controls(config: StudyConfig, raw: Mapping[str, Any]) -> StudyConfig:
     """`config` with what the study file says about how the search starts: `sampler`, `baseline`,
-    `enqueue`, `warm_start` (search.start), each checked against the study's space."""
+    `enqueue`, `warm_start`, `startup` (search.start), each checked against the study's space."""
     from search.start import read_start_controls
 
     return read_start_controls(config, raw, config.get_task())
@@ -294,7 +297,7 @@ def apply_overrides(
 def fixed_study(study: Mapping[str, Any], config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The recorded study file with its space fixed to one trial's config: one trial to retrain."""
     # One fixed config to train: no baseline, queued configs or sampler choice beside it.
-    fixed = {k: v for k, v in study.items() if k not in ("space", "sampler", "baseline", "enqueue", "warm_start")}
+    fixed = {k: v for k, v in study.items() if k not in ("space", "sampler", "baseline", "enqueue", "warm_start", "startup")}
     fixed["baseline"] = "none"
     fixed["name"] = name
     fixed["budget"] = {**study.get("budget", {}), "trials": 1, "concurrency": 1}

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from search import lease, recovery
 from search.config import StudyConfig
-from search.start import BaselineComparison, compare_with_baseline, load_warm_start, queue_first_trials, record_sampler
+from search.start import BaselineComparison, compare_with_baseline, effective_sampler, load_warm_start, queue_first_trials, record_sampler
 from search.resilient_storage import ResilientRDBStorage
 from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
@@ -518,13 +518,13 @@ def _build_tuner(
 def _make_searcher(config: StudyConfig, storage: optuna.storages.BaseStorage, checkpoint_root: str | None = None) -> RecordingOptunaSearch:
     """Ray's OptunaSearch on this study, recording in it what actually happened to each trial;
     re-queued trials resume only from checkpoints under `checkpoint_root` (the run's storage path)."""
-    from search.sampler import SamplerChoice, build_sampler
+    from search.sampler import build_sampler
     from search.searcher import RecordingOptunaSearch
 
     return RecordingOptunaSearch(
         space=functools.partial(suggest, space=config.space),
         metric=config.metric, mode=config.mode,
-        sampler=build_sampler(config.sampler or SamplerChoice(), config.seed, config.space),
+        sampler=build_sampler(effective_sampler(config), config.seed, config.space),
         study_name=config.name, storage=storage,
         max_epochs=config.budget.max_epochs,
         describe=describe_strategy,

@@ -12,6 +12,9 @@ proposes any, and the sampler itself.
 - `warm_start: {study, storage, top}`: the `top` best COMPLETE trials of another study of the same
   task, run next when every one of them is a config this study's space can produce.
 - `sampler:` see `search.sampler.SAMPLERS`.
+- `startup:` how the first trials after the baseline are chosen: `around_baseline` (the default)
+  queues one-family variations of the baseline and derives TPE's random start-up from the budget
+  (`startup_plan`); `plain` leaves the start to the sampler (TPE: its first 10 trials at random).
 
 A value the study file writes must lie in the study's space, else the file is refused. Values the
 file does not write (the published baseline behind an omitted or partial `baseline:`) are brought
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from search.config import StudyConfig, StudyFileError
-from search.sampler import SamplerRefused, read_sampler_choice, searched_parameters
+from search.sampler import SamplerChoice, SamplerRefused, read_sampler_choice, searched_parameters
 from spaces import ConfigError, Space, choice_key, enabled_key, flatten, unflatten, with_overrides
 from spaces._strategy import GLOBAL_GROUPS
 
@@ -46,7 +49,15 @@ BASELINE_ATTR = "baseline"
 BASELINE_ADAPTED_ATTR = "baseline_adapted"
 QUEUED_ATTR = "queued_from"
 
-FIELDS = ("sampler", "baseline", "enqueue", "warm_start")
+FIELDS = ("sampler", "baseline", "enqueue", "warm_start", "startup")
+
+# `startup:` values. Around the baseline: one-family variations of it, then TPE's random start-up
+# sized by the budget; plain: the sampler's own start (TPE: 10 random trials), as before.
+AROUND_BASELINE = "around_baseline"
+PLAIN = "plain"
+STARTUPS = (AROUND_BASELINE, PLAIN)
+# What a variation records in QUEUED_ATTR begins with this.
+VARIATION_SOURCE = "startup variation"
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ def read_start_controls(config: StudyConfig, raw: Mapping[str, Any], task: Task)
         baseline=read_baseline(raw.get("baseline"), task, config.space, path),
         enqueue=read_enqueue(raw.get("enqueue"), config.space, path),
         warm_start=read_warm_start(raw.get("warm_start"), path),
+        startup=read_startup(raw.get("startup"), path),
     )
 
 
@@ -183,6 +195,17 @@ def read_warm_start(value: Any, path: str) -> WarmStart | None:
     return WarmStart(study, storage, top)
 
 
+def read_startup(value: Any, path: str) -> str:
+    """The `startup:` field: `around_baseline` (default) or `plain`."""
+    if value is None:
+        return AROUND_BASELINE
+    if not isinstance(value, str) or value not in STARTUPS:
+        hint = " (YAML reads off/no/false as false: write `plain`)" if value is False else ""
+        raise StudyFileError(path, "startup", f"{value!r} is not accepted{hint}; accepted: {AROUND_BASELINE} (the default: "
+                             f"one-family variations of the baseline first), {PLAIN} (the sampler's own start)")
+    return value
+
+
 def _dotted(key: str) -> str:
     return key.replace("/", ".")
 
@@ -252,7 +275,7 @@ def _as_float(value: int | float) -> float:
     try:
         return float(value)
     except OverflowError:
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf  # math.copysign would convert `value` to a float too
 
 
 class _FittingTrial:
@@ -381,6 +404,130 @@ def _why_outside(key: str, wanted: Any, flat: Mapping[str, Any], rule: str | Non
 
 
 # --------------------------------------------------------------------------------------------
+# The start-up phase: one-family variations of the baseline, then the sampler's random draws
+
+# Quantiles of a numeric range a variation moves a parameter to (on the log scale for a log range):
+# one on each side of the centre, where fitting puts a value a baseline lacks.
+_NUMERIC_MOVES = (0.25, 0.75)
+
+
+@dataclass(frozen=True)
+class StartupPlan:
+    """What a study's first trials are (see the README's table for budgets of 8 to 64 trials)."""
+
+    variations: tuple[QueuedConfig, ...]  # one-family variations of the baseline, after it
+    random: int  # random draws of the sampler after them
+    n_startup_trials: int | None  # TPE's start-up (baseline + variations + random); None: TPE's own 10
+
+    def describe(self, baseline: bool) -> str:
+        if self.n_startup_trials is None:
+            return "start-up: the sampler's own (startup: plain)"
+        parts = (["the baseline"] if baseline else []) + [
+            f"{len(self.variations)} one-family variation{'s' if len(self.variations) != 1 else ''} of it",
+            f"{self.random} random",
+        ]
+        return f"start-up: {', '.join(parts)}, then the sampler"
+
+
+def startup_plan(config: StudyConfig) -> StartupPlan:
+    """The start-up of a study of `budget.trials` trials N, `startup: around_baseline`: after the
+    baseline, N // 4 one-family variations of it (fewer when the space has fewer) and random draws
+    to make N // 4 + N // 8 trials; TPE's `n_startup_trials` counts all of them with the baseline, so
+    it models every trial after them (about 60% of the budget)."""
+    if config.startup == PLAIN:
+        return StartupPlan((), 0, None)
+    trials = config.budget.trials
+    variations = one_family_variations(config.baseline, config.space, trials // 4, config.seed) if config.baseline else ()
+    random = trials // 4 + trials // 8 - len(variations)
+    return StartupPlan(variations, random, max(1, int(config.baseline is not None) + len(variations) + random))
+
+
+def effective_sampler(config: StudyConfig) -> SamplerChoice:
+    """The study's sampler as it is built: TPE's `n_startup_trials` from the start-up plan unless
+    the study file's `sampler:` gives it (an explicit option wins)."""
+    choice = config.sampler or SamplerChoice()
+    if choice.name != "tpe" or "n_startup_trials" in choice.options:
+        return choice
+    derived = startup_plan(config).n_startup_trials
+    return choice if derived is None else SamplerChoice("tpe", {**choice.options, "n_startup_trials": derived})
+
+
+def one_family_variations(baseline: QueuedConfig, space: Space, count: int, seed: int) -> tuple[QueuedConfig, ...]:
+    """Up to `count` configs of `space` that differ from `baseline` in one family (or one global)
+    each: another component of a choice family, an add-on or regularizer switched, a parameter of
+    the baseline's components moved to a quartile of its range, another batch size. Space-filling
+    over the families: their order is a seeded shuffle, and every family varies once before any
+    varies twice; a family's moves come in a seeded order."""
+    import random
+
+    if count <= 0:
+        return ()
+    flat = flatten(baseline.config)
+    rng = random.Random(seed)
+    moves = _moves(flat, space)
+    families = sorted(moves)
+    rng.shuffle(families)
+    for family in families:
+        rng.shuffle(moves[family])
+    chosen: list[QueuedConfig] = []
+    seen = [baseline.params]
+    for round_ in range(max((len(m) for m in moves.values()), default=0)):
+        for family in families:
+            if round_ >= len(moves[family]) or len(chosen) == count:
+                continue
+            changes = moves[family][round_]
+            resolved = resolve_in_space({**flat, **changes}, space, exact=set(changes))
+            if resolved.outside or any(_same_params(resolved.params, p) for p in seen):
+                continue  # an integer move that rounds back to the baseline's value
+            seen.append(resolved.params)
+            what = ", ".join(f"{key} {flat.get(key, '(none)')!r} -> {value!r}" for key, value in changes.items())
+            chosen.append(QueuedConfig(f"{VARIATION_SOURCE}: {what}", resolved.params, unflatten(resolved.flat)))
+    return tuple(chosen)
+
+
+def _moves(flat: Mapping[str, Any], space: Space) -> dict[str, list[dict[str, Any]]]:
+    """Each family's (and global's) one-value changes of the flat config `flat` within `space`."""
+    from spaces import Categorical, Float, Int, param_key
+
+    def numeric(key: str, param: Any) -> list[dict[str, Any]]:
+        if isinstance(param, Categorical):
+            return [{key: c} for c in param.choices if not _same(c, flat.get(key))]
+        if isinstance(param, (Float, Int)) and param.low < param.high:
+            if param.log:
+                values = [math.exp(math.log(param.low) + q * (math.log(param.high) - math.log(param.low))) for q in _NUMERIC_MOVES]
+            else:
+                values = [param.low + q * (param.high - param.low) for q in _NUMERIC_MOVES]
+            if isinstance(param, Int):
+                return [{key: min(param.low + round((v - param.low) / param.step) * param.step, param.high)} for v in values]
+            return [{key: float(f"{v:.3g}")} for v in values]  # 3 digits: readable, and still inside the range
+        return []
+
+    moves: dict[str, list[dict[str, Any]]] = {}
+    for fam in space.families.values():
+        family = fam.family
+        found: list[dict[str, Any]] = []
+        if fam.registry.kind == "choice":
+            current = flat.get(choice_key(family))
+            if current is None:
+                continue  # a family this config does not have (fine-tuning without a transformer)
+            found += [{choice_key(family): other} for other in fam.candidates if other != current]
+            active = [current]
+        else:
+            found += [{enabled_key(family, name): not flat.get(enabled_key(family, name))} for name in fam.candidates]
+            active = [name for name in (*fam.candidates, *fam.always) if flat.get(enabled_key(family, name))]
+        for name in active:
+            for pname, param in fam.params[name].items():
+                found += numeric(param_key(family, name, pname), param)
+        if found:
+            moves[family] = found
+    for key, param in space.globals.items():
+        found = numeric(key, param)
+        if found:
+            moves[key] = found
+    return moves
+
+
+# --------------------------------------------------------------------------------------------
 # Warm starts: another study's best trials
 
 
@@ -448,10 +595,14 @@ def queue_first_trials(
     study: optuna.Study, config: StudyConfig, warm: Sequence[QueuedConfig], remaining: int, log: Callable[[str], None],
 ) -> int:
     """Enqueues the baseline, then `enqueue:`, then the warm start, what the study does not hold
-    yet, in the slots the budget leaves this run (re-queued trials go first). Returns how many."""
+    yet, in the slots the budget leaves this run (re-queued trials go first), and on the study's
+    first run the start-up's one-family variations of the baseline in the slots left after them.
+    Returns how many."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
+    # Variations only while the study is new: a resumed or enlarged study is past its start-up.
+    variations = startup_plan(config).variations if not trials else ()
     slots = remaining - sum(1 for t in trials if t.state == TrialState.WAITING)
     wanted: list[tuple[QueuedConfig, dict[str, Any]]] = []
     baselines = [t for t in trials if t.user_attrs.get(BASELINE_ATTR)]
@@ -477,6 +628,12 @@ def queue_first_trials(
         added += 1
         adapted = f"; fitted to the space: {', '.join(queued.adapted)}" if attrs.get(BASELINE_ATTR) and queued.adapted else ""
         log(f"queued: trial {before}, {queued.source}{adapted}")
+    for queued in variations[:max(0, slots)]:  # sized to the budget: what does not fit is dropped
+        before = len(study.get_trials(deepcopy=False))
+        study.enqueue_trial(queued.params, user_attrs={QUEUED_ATTR: queued.source}, skip_if_exists=True)
+        if len(study.get_trials(deepcopy=False)) > before:
+            added += 1
+            log(f"queued: trial {before}, {queued.source}")
     return added
 
 
@@ -486,9 +643,7 @@ def _same_params(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 def record_sampler(study: optuna.Study, config: StudyConfig, log: Callable[[str], None]) -> None:
     """The study's user attribute `sampler` (name and options): this run's; a change is logged."""
-    from search.sampler import SamplerChoice
-
-    described = (config.sampler or SamplerChoice()).describe()
+    described = effective_sampler(config).describe()
     recorded = study.user_attrs.get("sampler")
     if recorded is not None and recorded != described:
         log(f"note: sampler {described} now; earlier runs of this study used {recorded}")

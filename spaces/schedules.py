@@ -196,7 +196,8 @@ SCHEDULES = registry(
             "step",
             {
                 "step_epochs": Int(1, 5, limits=at_least(1), doc="the number of epochs between decays"),
-                "gamma": Float(0.1, 0.9, limits=_DECAY_FACTOR, doc="the step decay factor gamma"),
+                # 0.1 every epoch froze training by epoch 3 (bench/DEFAULTS.md)
+                "gamma": Float(0.5, 0.9, limits=_DECAY_FACTOR, doc="the step decay factor gamma"),
             },
             _build_step,
             "multiply the learning rate by gamma every step_epochs epochs",

@@ -172,6 +172,7 @@ def _with(section: str, **values: Any) -> dict[str, Any]:
 @example(_with("budget", **{"line\nbreak": 1}))  # a two-line error
 @example(_with("", baseline={"optimizer": {"name": {"adam": "adam"}}}))  # a section over a value: TypeError
 @example(_with("space", batch_size=[10**400, 64]))  # fitting the baseline's batch to it: OverflowError
+@example(_with("", baseline={"optimizer": {"name": "adam", "adam": {"lr": 10**400}}}))  # fitting a huge baseline value into a range: OverflowError
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(study_files)
 def test_a_study_file_is_accepted_or_refused_with_a_study_file_error(raw: Any) -> None:

@@ -16,7 +16,11 @@ from search.config import StudyFileError, fixed_study, load_study_file, parse_st
 from search.engine import open_storage, prepare_study
 from search.recovery import reconcile_orphans
 from search.scheduler import FullBudgetASHA
-from search.start import BASELINE_ATTR, QUEUED_ATTR, compare_with_baseline, load_warm_start, queue_first_trials, read_baseline
+from search.start import (
+    BASELINE_ATTR, QUEUED_ATTR, VARIATION_SOURCE, compare_with_baseline, effective_sampler, load_warm_start, queue_first_trials, read_baseline,
+    startup_plan,
+)
+from search.sampler import build_sampler
 from search.tasks import TASKS, get_task
 from spaces import Strategy, flatten, suggest, unflatten
 from tests.conftest import ner_study_yaml, toy_study_yaml
@@ -135,6 +139,8 @@ def test_a_task_that_publishes_no_baseline_runs_none(tmp_path: Path) -> None:
         ("sampler: {name: gp, n_startup_trials: two}", "sampler.n_startup_trials", "'two' is not accepted; n_startup_trials must be an integer"),
         ("sampler: {name: qmc, qmc_type: lattice}", "sampler.qmc_type", "must be one of sobol, halton"),
         ("sampler: {n_startup_trials: 3}", "sampler.name", "missing; accepted: tpe"),
+        ("startup: off", "startup", "False is not accepted (YAML reads off/no/false as false: write `plain`); accepted: around_baseline"),
+        ("startup: grid", "startup", "'grid' is not accepted; accepted: around_baseline (the default"),
     ],
 )
 def test_bad_start_fields_are_refused_naming_file_field_value(tmp_path: Path, fields: str, field: str, fragment: str) -> None:
@@ -188,7 +194,8 @@ def test_the_readme_study_example_reads_as_it_says() -> None:
 
 def test_the_first_run_enqueues_baseline_then_enqueue_once_and_resuming_adds_nothing(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'q.db'}"
-    path = study_with(tmp_path, "enqueue: [{optimizer: {name: sgd}}, {loss: {name: focal, focal: {gamma: 2.0}}}]", toy_study_yaml(storage))
+    # `startup: plain`: no start-up variations in the slot the budget leaves after these three.
+    path = study_with(tmp_path, "startup: plain\nenqueue: [{optimizer: {name: sgd}}, {loss: {name: focal, focal: {gamma: 2.0}}}]", toy_study_yaml(storage))
     config = load_study_file(path)
     study = prepare_study(open_storage(storage), config)
     lines: list[str] = []
@@ -217,7 +224,7 @@ def test_only_the_slots_the_budget_leaves_are_filled(tmp_path: Path) -> None:
 
 def test_a_requeued_baseline_stays_the_baseline(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'q.db'}"
-    config = load_study_file(study_with(tmp_path, "", toy_study_yaml(storage)))
+    config = load_study_file(study_with(tmp_path, "startup: plain", toy_study_yaml(storage)))  # the baseline alone
     study = prepare_study(open_storage(storage), config)
     queue_first_trials(study, config, (), remaining=4, log=lambda _: None)
     running = study.ask()
@@ -228,6 +235,114 @@ def test_a_requeued_baseline_stays_the_baseline(tmp_path: Path) -> None:
     assert failed.state == TrialState.FAIL and requeued.state == TrialState.WAITING
     assert requeued.user_attrs[BASELINE_ATTR] is True and requeued.system_attrs["fixed_params"] == failed.params
     assert queue_first_trials(study, config, (), remaining=4, log=lambda _: None) == 0  # still the study's one baseline
+
+
+# --- the start-up around the baseline ----------------------------------------------------------
+
+
+def family_of(key: str) -> str:
+    return key.split("/")[0]  # `optimizer/adam/lr` -> optimizer; the globals: train, model
+
+
+def test_startup_variations_in_the_db_differ_from_the_baseline_in_one_family_each(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    config = load_study_file(study_with(tmp_path, "", toy_study_yaml(storage, trials=16)))
+    study = prepare_study(open_storage(storage), config)
+    lines: list[str] = []
+    # 16 trials: the baseline, 16 // 4 variations; 16 // 4 + 16 // 8 - 4 = 2 random draws after them.
+    assert queue_first_trials(study, config, (), remaining=16, log=lines.append) == 1 + 4
+    baseline, *variations = study.get_trials(states=(TrialState.WAITING,))
+    assert baseline.user_attrs[BASELINE_ATTR] is True
+    base = baseline.system_attrs["fixed_params"]
+    changed_families = []
+    for trial in variations:
+        assert trial.user_attrs[QUEUED_ATTR].startswith(VARIATION_SOURCE + ": ")
+        fixed = trial.system_attrs["fixed_params"]
+        differs = {key for key in base.keys() | fixed.keys() if base.get(key, "absent") != fixed.get(key, "absent")}
+        assert differs and len({family_of(key) for key in differs}) == 1, differs
+        changed_families.append(family_of(next(iter(differs))))
+    # Space-filling: 4 variations, 4 different families (the toy space searches 6).
+    assert len(set(changed_families)) == 4, changed_families
+    assert [line.split(", ", 1)[1] for line in lines[1:]] == [t.user_attrs[QUEUED_ATTR] for t in variations]
+    # Each is a point of the study's space: the trial Ray asks for gets exactly these values, each
+    # inside the distribution the space gives it.
+    for expected in (baseline, *variations):
+        asked = study.ask()
+        suggest(asked, config.space)
+        frozen = study._storage.get_trial(asked._trial_id)
+        assert frozen.params == expected.system_attrs["fixed_params"]
+        for name, value in frozen.params.items():
+            distribution = frozen.distributions[name]
+            assert distribution._contains(distribution.to_internal_repr(value)), (name, value, distribution)
+
+
+def test_resuming_or_enlarging_a_study_queues_no_variation_again(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    path = study_with(tmp_path, "", toy_study_yaml(storage, trials=8))
+    config = load_study_file(path)
+    study = prepare_study(open_storage(storage), config)
+    assert queue_first_trials(study, config, (), remaining=8, log=lambda _: None) == 1 + 2
+    assert queue_first_trials(study, config, (), remaining=8, log=lambda _: None) == 0
+    larger = load_study_file(study_with(tmp_path, "", toy_study_yaml(storage, trials=32)))
+    assert len(startup_plan(larger).variations) == 8
+    assert queue_first_trials(study, larger, (), remaining=24, log=lambda _: None) == 0  # past its start-up
+    sources = [t.user_attrs.get(QUEUED_ATTR, "") for t in study.trials]
+    assert len(study.trials) == 3 and len(set(sources)) == 3
+
+
+def test_variations_fill_only_the_slots_left_after_enqueue(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    config = load_study_file(study_with(tmp_path, "enqueue: [{optimizer: {name: sgd}}]", toy_study_yaml(storage, trials=8)))
+    study = prepare_study(open_storage(storage), config)
+    assert queue_first_trials(study, config, (), remaining=3, log=lambda _: None) == 3  # baseline, enqueue[0], one variation
+    assert [t.user_attrs.get(QUEUED_ATTR, "baseline").split(":")[0] for t in study.trials] == ["baseline", "enqueue[0]", VARIATION_SOURCE]
+
+
+@pytest.mark.parametrize(
+    ("fields", "trials", "n_startup_trials"),
+    [
+        ("", 16, 1 + 16 // 4 + 16 // 8),  # derived: the baseline, 4 variations, 2 random
+        ("", 64, 1 + 64 // 4 + 64 // 8),
+        ("baseline: none", 16, 16 // 4 + 16 // 8),  # no baseline: no variations, all 6 random
+        ("sampler: tpe", 16, 7),  # a sampler named without the option: still derived
+        ("sampler: {name: tpe, n_startup_trials: 3}", 16, 3),  # the study file's option wins
+        ("startup: plain", 16, 10),  # TPE's own default, as before
+    ],
+)
+def test_tpe_starts_up_for_the_budget_unless_the_study_says_otherwise(tmp_path: Path, fields: str, trials: int, n_startup_trials: int) -> None:
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    config = load_study_file(study_with(tmp_path, fields, toy_study_yaml(storage, trials=trials)))
+    sampler = build_sampler(effective_sampler(config), config.seed, config.space)
+    assert sampler._n_startup_trials == n_startup_trials
+    study = prepare_study(open_storage(storage), config)
+    from search.start import record_sampler
+
+    record_sampler(study, config, lambda _: None)
+    recorded = study.user_attrs["sampler"]
+    assert recorded["name"] == "tpe" and recorded.get("n_startup_trials", 10) == n_startup_trials
+
+
+def test_other_samplers_keep_their_options_and_still_start_around_the_baseline(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    config = load_study_file(study_with(tmp_path, "sampler: {name: gp, n_startup_trials: 2}", toy_study_yaml(storage, trials=8)))
+    assert effective_sampler(config).describe() == {"name": "gp", "n_startup_trials": 2}
+    assert len(startup_plan(config).variations) == 2
+
+
+def test_the_readme_startup_table_is_what_the_plan_gives() -> None:
+    """The README's table of what 8, 16, 32 and 64 trials buy, for a study that omits its space."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = text.split("what a budget buys")[1].split("\n\n")[1]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    raw = yaml.safe_load(studies.path("demo").read_text())
+    raw.pop("space"), raw.pop("baseline")
+    assert [row[0] for row in rows] == ["8", "16", "32", "64"]
+    for row in rows:
+        raw["budget"]["trials"] = int(row[0])
+        config = parse_study(raw, "demo.yaml", "demo")
+        plan = startup_plan(config)
+        assert [int(cell) for cell in row[1:6]] == [
+            1, len(plan.variations), plan.random, int(row[0]) - 1 - len(plan.variations) - plan.random, plan.n_startup_trials]
 
 
 class _Trial:
@@ -265,7 +380,7 @@ def finished_study(storage: str, path: Path, values: list[float], name: str = "e
 def test_warm_start_queues_the_best_trials_of_a_compatible_study(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'w.db'}"
     finished_study(storage, study_with(tmp_path, "", toy_study_yaml(storage, name="earlier")), [0.7, 0.9, 0.8])
-    config = load_study_file(study_with(tmp_path, "warm_start: {study: earlier, top: 2}", toy_study_yaml(storage, name="later")))
+    config = load_study_file(study_with(tmp_path, "startup: plain\nwarm_start: {study: earlier, top: 2}", toy_study_yaml(storage, name="later")))
     earlier = optuna.load_study(study_name="earlier", storage=storage)
     queued = load_warm_start(config)
     assert [q.source for q in queued] == ["warm_start: study 'earlier' trial 1 (accuracy 0.9000)", "warm_start: study 'earlier' trial 2 (accuracy 0.8000)"]

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from search.config import apply_overrides, load_study_file
 from search.engine import open_storage, prepare_study, run_search
-from search.start import BASELINE_ATTR, QUEUED_ATTR
+from search.start import BASELINE_ATTR, QUEUED_ATTR, VARIATION_SOURCE
 from tests.conftest import toy_study_yaml
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -114,10 +114,26 @@ def test_warm_start_runs_the_best_configs_of_another_study_first(ray_session, tm
     earlier = search(write_study(tmp_path, "baseline: none", name="earlier", trials=3), tmp_path, sentiment_root)
     best = sorted((t for t in earlier.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, reverse=True)[:2]
     assert best, "the earlier study completed no trial"
-    later = search(write_study(tmp_path, "warm_start: {study: earlier, top: 2}", name="later", trials=1 + len(best) + 1), tmp_path, sentiment_root)
+    later = search(write_study(tmp_path, "startup: plain\nwarm_start: {study: earlier, top: 2}", name="later", trials=1 + len(best) + 1), tmp_path, sentiment_root)
     trials = later.trials
     assert_baseline_first_and_trained_to_the_end(later, max_epochs=2)
     for trial, source in zip(trials[1:], best):
         assert trial.user_attrs[QUEUED_ATTR].startswith(f"warm_start: study 'earlier' trial {source.number} ")
         assert trial.params == source.params and trial.user_attrs["config"] == source.user_attrs["config"]
     assert QUEUED_ATTR not in trials[-1].user_attrs  # the rest is sampled
+
+
+def test_a_new_study_runs_the_baseline_then_a_variation_of_it_then_tpe(ray_session, tmp_path: Path, sentiment_root: Path) -> None:
+    # 8 trials: the baseline, 8 // 4 = 2 variations, 8 // 4 + 8 // 8 - 2 = 1 random draw, then TPE.
+    study = search(write_study(tmp_path, "", trials=8, max_epochs=1, concurrency=2), tmp_path, sentiment_root)
+    trials = study.trials
+    assert len(trials) == 8 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [
+        (t.number, t.state.name, t.user_attrs.get("error")) for t in trials]
+    assert_baseline_first_and_trained_to_the_end(study, max_epochs=1)
+    baseline = trials[0].params
+    for variation in trials[1:3]:
+        assert variation.user_attrs[QUEUED_ATTR].startswith(VARIATION_SOURCE)
+        differs = {k for k in baseline.keys() | variation.params.keys() if baseline.get(k, "absent") != variation.params.get(k, "absent")}
+        assert len({key.split("/")[0] for key in differs}) == 1, differs
+    assert not any(QUEUED_ATTR in t.user_attrs for t in trials[3:])  # the rest is sampled
+    assert study.user_attrs["sampler"] == {"name": "tpe", "n_startup_trials": 1 + 2 + 1}

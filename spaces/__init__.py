@@ -33,6 +33,7 @@ from spaces.averaging import AVERAGING
 from spaces.char_encoders import CHAR_ENCODERS
 from spaces.consistency import CONSISTENCY
 from spaces.decoders import DECODERS
+from spaces.distillation import DISTILLATION
 from spaces.encoders import ENCODERS
 from spaces.finetuning import FINETUNE, POOLING
 from spaces.heads import HEADS
@@ -60,6 +61,8 @@ TEXT_CLASSIFICATION = {
     "schedule": SCHEDULES,
     **TRAINING_EXTRAS,
     "consistency": CONSISTENCY,
+    # Only with a study teacher (`teacher:`); text classification carries its logits.
+    "distillation": DISTILLATION,
 }
 
 # Sequence labelling adds a character encoder and the output head (softmax or CRF).
@@ -94,7 +97,7 @@ READING_COMPREHENSION = {
 }
 
 __all__ = [
-    "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "CONSISTENCY", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "CONSISTENCY", "DISTILLATION", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "at_least", "between", "positive", "unsupported", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
     "SEPARATOR", "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
     "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",

@@ -25,6 +25,7 @@ from spaces import Registry, Strategy
 from spaces.adversarial import ADVERSARIAL
 from spaces.averaging import AVERAGING
 from spaces.consistency import CONSISTENCY
+from spaces.distillation import DISTILLATION
 from spaces.initialization import INITIALIZATION
 from spaces.loss_terms import LOSS_TERMS
 from trainables.optimization import Optimization, Precision, check_finite, count_parameters, pick_device, seed_everything
@@ -128,12 +129,14 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
 @dataclass
 class _Extras:
     """What a strategy adds to the plain loop: loss terms, consistency terms, an adversary on the
-    embeddings, weight averaging. Each is absent unless the strategy turns it on."""
+    embeddings, weight averaging, distillation from the study's teacher. Each is absent unless the
+    strategy turns it on."""
 
     loss_terms: list[Any] = field(default_factory=list)
     consistency: list[Any] = field(default_factory=list)
     adversary: Any = None
     average: Any = None
+    distillation: Any = None
 
     @classmethod
     def of(cls, task: Task, strategy: Strategy, model: torch.nn.Module, max_epochs: int) -> _Extras:
@@ -143,6 +146,7 @@ class _Extras:
             consistency=[CONSISTENCY[name].build(**params) for name, params in toggles.get("consistency", {}).items()],
             adversary=_built(ADVERSARIAL, strategy, "adversarial"),
             average=_built(AVERAGING, strategy, "averaging"),
+            distillation=_built(DISTILLATION, strategy, "distillation"),
         )
         if extras.average is not None:
             extras.average.bind(model, max_epochs)
@@ -173,7 +177,9 @@ def _objective(task: Task, trial: TrialModel, extras: _Extras, optimization: Opt
         with precision.autocast():
             second = task.forward(trial.model, batch)
         loss = (loss + task.loss(trial, second, batch)) / 2
-    objective = loss + optimization.penalty()
+    # Distillation mixes the task loss with the soft term; train_loss still reports the task loss.
+    mixed = loss if extras.distillation is None else extras.distillation(loss, task.class_logits(outputs), task.teacher_logits(batch))
+    objective = mixed + optimization.penalty()
     terms = 0.0
     if extras.loss_terms:
         encodings = task.paired_encodings(outputs, batch)

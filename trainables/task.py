@@ -133,7 +133,8 @@ class Task:
         subwords = getattr(data, "subwords", {})
         if model not in subwords:
             raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(subwords) or 'none'}); the study's encoder must name it")
-        return subwords[model]
+        teacher = getattr(data, "teacher", None)
+        return subwords[model] if teacher is None else replace(subwords[model], teacher=teacher)
 
     def train_size(self, data: Any) -> int:
         """Training examples per epoch (sets the schedule's steps per epoch)."""
@@ -180,6 +181,23 @@ class Task:
     def class_logits(self, outputs: Any) -> torch.Tensor:
         """Logits over classes [N, C] that consistency terms compare, in tasks that offer `TWO_PASSES`."""
         raise NotImplementedError(f"task {self.name} offers no class logits to consistency terms")
+
+    def teacher_logits(self, batch: Any) -> torch.Tensor:
+        """The study teacher's logits [N, C] for a training batch's examples, that the distillation
+        family compares with `class_logits`, in tasks that offer `TEACHER_OUTPUTS`."""
+        teacher = getattr(batch, "teacher", None)
+        if teacher is None:
+            raise ValueError(f"task {self.name}: this strategy distills from a teacher, but the data carries no teacher outputs; give the study a `teacher:` folder")
+        return teacher
+
+    def teacher_examples_key(self, spec: Any, data_root: Any, seed: int) -> str:
+        """A fingerprint of the training examples a teacher's outputs are for (the cache key's data part)."""
+        raise NotImplementedError(f"task {self.name} takes no teacher yet")
+
+    def teacher_outputs(self, teacher: Any, data: Any, spec: Any, data_root: Any, seed: int) -> np.ndarray:
+        """A teacher's (`trainables.teacher.Teacher`) outputs on every training example of `data`
+        (loaded from `spec`), in order: computed in the driver, once, then cached."""
+        raise NotImplementedError(f"task {self.name} takes no teacher yet")
 
     def from_scratch(self, model: nn.Module) -> nn.Module:
         """The part of the model trained from random weights (what an initialization scheme may set)."""

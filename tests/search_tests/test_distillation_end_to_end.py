@@ -1,0 +1,36 @@
+"""A tiny search of students distilled from a teacher trained in the test by `search train`'s own
+function: the trials record their distillation strategy in the Optuna DB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from search.config import load_study_file
+from search.engine import run_search
+from tests.trainables_tests.test_teacher import study_with_teacher, train_teacher
+from tests.conftest import write_sentiment_csv
+
+
+def test_a_search_with_a_teacher_records_distillation_in_the_db(ray_session, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "toy").mkdir(parents=True)
+    write_sentiment_csv(root / "toy", {"train": 200, "validation": 60, "test": 60})
+    train_teacher(tmp_path / "teacher", root)
+    distillation = "  distillation: {choices: [kl, mse], params: {kl: {temperature: [2.0, 4.0]}}}\n"
+    config = load_study_file(study_with_teacher(tmp_path, "teacher", extra_space=distillation))
+    summary = run_search(config, data_root=root, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
+    assert summary.trials_run == 2 and "teacher teacher: " in summary.data_source
+
+    study = optuna.load_study(study_name="toy", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    assert len(study.trials) == 2
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("error")
+        kind = trial.params["distillation/name"]
+        assert kind in ("kl", "mse")
+        assert 0.0 <= trial.params[f"distillation/{kind}/alpha"] <= 1.0
+        if kind == "kl":
+            assert 2.0 <= trial.params["distillation/kl/temperature"] <= 4.0
+        assert trial.user_attrs["config"]["distillation"]["name"] == kind

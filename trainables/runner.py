@@ -28,6 +28,7 @@ from spaces.consistency import CONSISTENCY
 from spaces.distillation import DISTILLATION
 from spaces.initialization import INITIALIZATION
 from spaces.loss_terms import LOSS_TERMS
+from trainables.footprint import measure
 from trainables.optimization import Optimization, Precision, check_finite, count_parameters, pick_device, seed_everything
 from trainables.task import Task, TrialModel
 
@@ -56,6 +57,9 @@ class TrialSettings:
     # epoch): fast epochs are not all written out, slow ones are. 0: after every epoch.
     checkpoint_every_s: float = 0.0
     resume_from: str | None = None  # checkpoint of an interrupted earlier run of this trial
+    # Seconds of timed CPU forward passes per batch size for the latency figures (trainables.footprint);
+    # 0: size figures only.
+    latency_budget_s: float = 0.5
 
 
 def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSettings, report: Reporter | None = None) -> None:
@@ -65,7 +69,9 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
     checkpoint Tune hands it (a retry after a lost worker), else from `settings.resume_from`.
     Every task reports its own metrics plus train_loss, the loss terms' mean (train_contrastive_loss),
     epoch, param_count, lr and the same timings: train_seconds, epoch_seconds, trial_seconds
-    (training and dev evaluation since this (re)start) and examples_per_second (training).
+    (training and dev evaluation since this (re)start) and examples_per_second (training); and what
+    the model costs to ship (`trainables.footprint`): model_params, nonzero_params, model_bytes,
+    latency_ms_b1 and latency_ms_b32.
     """
     report, in_tune = _start(settings, report)
     trial, precision = _build(task, config, data, settings)
@@ -81,6 +87,7 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
     param_count = count_parameters(model)
 
     trial_seconds = 0.0
+    footprint: dict[str, float] | None = None  # measured once: the architecture does not change
     for epoch in range(first_epoch, settings.max_epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -119,11 +126,19 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
             "examples_per_second": examples / train_seconds,
             "lr": optimization.lr,
         }
+        if footprint is None:
+            footprint = measure_footprint(task, extras.to_evaluate(trial).model, data, settings)
+        metrics.update(footprint)
         if extras.loss_terms:
             metrics["train_contrastive_loss"] = terms_total / examples
         if resume_note is not None:  # the searcher records it on the trial (once: the first epoch)
             metrics[RESUME_NOTE], resume_note = resume_note, None
         _report_epoch(report, metrics, settings, modules, rng, epoch)
+
+
+def measure_footprint(task: Task, model: torch.nn.Module, data: Any, settings: TrialSettings, *, counted: torch.nn.Module | None = None) -> dict[str, float]:
+    """The model's parameters, saved size and CPU latency (`trainables.footprint`) on the task's own batches."""
+    return measure(model, task.forward, lambda size: task.example_batch(data, size), settings.latency_budget_s, counted=counted)
 
 
 @dataclass

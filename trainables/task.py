@@ -143,6 +143,11 @@ class Task:
     def train_batches(self, data: Any, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def example_batch(self, data: Any, size: int) -> Batch:
+        """A batch of `size` training examples (fewer if the split is smaller), what latency is timed
+        on: the first of a fixed shuffle, so every trial of a study times the same examples."""
+        return next(iter(self.train_batches(data, size, np.random.default_rng(0))))
+
     def forward(self, model: nn.Module, batch: Any) -> Any:
         """The model's outputs for a batch (run under autocast)."""
         raise NotImplementedError

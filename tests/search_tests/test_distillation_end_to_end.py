@@ -34,3 +34,7 @@ def test_a_search_with_a_teacher_records_distillation_in_the_db(ray_session, tmp
         if kind == "kl":
             assert 2.0 <= trial.params["distillation/kl/temperature"] <= 4.0
         assert trial.user_attrs["config"]["distillation"]["name"] == kind
+        # What the student costs to ship, recorded beside its score.
+        metrics = trial.user_attrs["metrics"]
+        assert 0 < metrics["nonzero_params"] <= metrics["model_params"] and metrics["model_bytes"] > 4 * metrics["nonzero_params"] - 1
+        assert metrics["latency_ms_b1"] > 0 and metrics["latency_ms_b32"] > 0

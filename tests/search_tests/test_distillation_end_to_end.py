@@ -1,5 +1,6 @@
 """A tiny search of students distilled from a teacher trained in the test by `search train`'s own
-function: the trials record their distillation strategy in the Optuna DB."""
+function, then compressed: the trials record their distillation and compression strategies, and
+what their models cost, in the Optuna DB."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ def test_a_search_with_a_teacher_records_distillation_in_the_db(ray_session, tmp
     (root / "toy").mkdir(parents=True)
     write_sentiment_csv(root / "toy", {"train": 200, "validation": 60, "test": 60})
     train_teacher(tmp_path / "teacher", root)
-    distillation = "  distillation: {choices: [kl, mse], params: {kl: {temperature: [2.0, 4.0]}}}\n"
+    distillation = (
+        "  distillation: {choices: [kl, mse], params: {kl: {temperature: [2.0, 4.0]}}}\n"
+        "  compression: {choices: [quantize, prune], params: {prune: {amount: 0.5}}}\n"
+    )
     config = load_study_file(study_with_teacher(tmp_path, "teacher", extra_space=distillation))
     summary = run_search(config, data_root=root, storage_path=tmp_path / "ray_results", verbose=0, log=lambda _: None)
     assert summary.trials_run == 2 and "teacher teacher: " in summary.data_source
@@ -38,3 +42,9 @@ def test_a_search_with_a_teacher_records_distillation_in_the_db(ray_session, tmp
         metrics = trial.user_attrs["metrics"]
         assert 0 < metrics["nonzero_params"] <= metrics["model_params"] and metrics["model_bytes"] > 4 * metrics["nonzero_params"] - 1
         assert metrics["latency_ms_b1"] > 0 and metrics["latency_ms_b32"] > 0
+        # Compressed after training: the trial's value is the compressed model's, the trained one's beside it.
+        assert trial.params["compression/name"] in ("quantize", "prune")
+        assert trial.value == metrics["accuracy"] and 0 <= metrics["uncompressed_accuracy"] <= 1
+        assert metrics["uncompressed_model_params"] == metrics["model_params"]
+        if trial.params["compression/name"] == "prune":
+            assert metrics["nonzero_params"] < 0.6 * metrics["uncompressed_nonzero_params"]

@@ -213,7 +213,7 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         storage=_check_storage(path, top.string("storage", DEFAULT_STORAGE)),
         space=space,
         raw_space=dict(space_spec),
-        raw=dict(raw),
+        raw=dict(raw) if teacher is None else {**raw, "teacher": {"path": teacher.path}},
         storage_path=top.optional_string("storage_path"),
         teacher=teacher,
     )
@@ -228,8 +228,9 @@ def _read_teacher(top: Section, task: Task, path: str) -> TeacherSpec | None:
     if type(task).teacher_outputs is Task.teacher_outputs:
         raise top.fail("teacher", f"task {task.name} takes no teacher yet; text_classification does")
     spec = TeacherSpec.from_section(section, str(Path(path).resolve().parent))
-    read_teacher(spec, task.name, None, required=False)
-    return spec
+    teacher = read_teacher(spec, task.name, None, required=False)
+    # Found now: its absolute path, so the recorded study (`search resume`, `export`) finds it from anywhere.
+    return spec if teacher is None else TeacherSpec(str(teacher.folder.resolve()), spec.study_dir)
 
 
 def check_consistency(config: StudyConfig) -> StudyConfig:

@@ -4,12 +4,17 @@ what their models cost, in the Optuna DB."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
+import pytest
+import yaml
 from optuna.trial import TrialState
 
+from search.cli import main
 from search.config import load_study_file
+from search.train import train_document
 from search.engine import run_search
 from tests.trainables_tests.test_teacher import study_with_teacher, train_teacher
 from tests.conftest import write_sentiment_csv
@@ -48,3 +53,14 @@ def test_a_search_with_a_teacher_records_distillation_in_the_db(ray_session, tmp
         assert metrics["uncompressed_model_params"] == metrics["model_params"]
         if trial.params["compression/name"] == "prune":
             assert metrics["nonzero_params"] < 0.6 * metrics["uncompressed_nonzero_params"]
+
+    # The best student, exported and trained again by `search train`, distils from the same teacher
+    # (its absolute path recorded with the study) and is compressed the same way.
+    exported, trained = tmp_path / "best.yaml", tmp_path / "trained"
+    assert main(["export", "toy", "--storage", f"sqlite:///{tmp_path / 'search.db'}", "--format", "yaml", "--out", str(exported)]) == 0
+    assert yaml.safe_load(exported.read_text())["teacher"] == {"path": str((tmp_path / "teacher").resolve())}
+    lines: list[str] = []
+    train_document(yaml.safe_load(exported.read_text()), path=str(exported), out_dir=trained, data_root=root, log=lines.append)
+    assert any("teacher teacher: cached outputs" in line for line in lines)
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] == pytest.approx(study.best_value, abs=0.02)

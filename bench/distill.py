@@ -81,12 +81,6 @@ def train_and_score(task: Any, config: dict[str, Any], data: Any, epochs: int, s
     return last
 
 
-def pareto_front(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
-    """The (name, accuracy, latency) points no other point beats on both (higher accuracy, lower latency)."""
-    front = [p for p in points if not any(q[1] >= p[1] and q[2] <= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)]
-    return sorted(front, key=lambda p: p[2])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--teacher", type=Path, required=True, help="a folder `search train --out` wrote for SST-2 (e.g. MiniLM fine-tuned)")
@@ -109,6 +103,7 @@ def main() -> None:
 
     from search.config import load_study_file
     from search.engine import load_teacher, run_search
+    from search.report import nondominated
 
     teacher = teacher_figures(teacher_folder)
     print(f"teacher {teacher_folder.name}: dev {teacher['dev']:.4f} test {teacher['test']:.4f}, {teacher['params'] / 1e6:.2f}M parameters", flush=True)
@@ -156,7 +151,7 @@ def main() -> None:
     student, plain = runs["student"], runs["no_distillation"]
     points = [(f"trial {t.number} {t.user_attrs['strategy']}", t.value, t.user_attrs["metrics"]["latency_ms_b1"]) for t in trials]
     points += [(f"{name} (trial {best.number})", run["accuracy"], run["latency_ms_b1"]) for name, run in runs.items()]
-    front = pareto_front(points)
+    front = nondominated(points)  # the report's front (search.report), over the follow-ups too
     print(f"\nsearch: {len(trials)} completed trials in {search_s:.0f} s; best distilled student: trial {best.number}, "
           f"{best.params['distillation/name']}, {student['model_params'] / teacher['params']:.1%} of the teacher's parameters")
     print(f"Pareto front, dev accuracy against CPU latency per example (batch 1), {len(front)} points:")

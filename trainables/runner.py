@@ -152,8 +152,8 @@ def measure_footprint(task: Task, model: torch.nn.Module, data: Any, settings: T
 @dataclass
 class _Extras:
     """What a strategy adds to the plain loop: loss terms, consistency terms, an adversary on the
-    embeddings, weight averaging, distillation from the study's teacher. Each is absent unless the
-    strategy turns it on."""
+    embeddings, weight averaging, distillation from the study's teacher, compression after the last
+    epoch. Each is absent unless the strategy turns it on."""
 
     loss_terms: list[Any] = field(default_factory=list)
     consistency: list[Any] = field(default_factory=list)

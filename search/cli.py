@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -355,11 +356,24 @@ def _best(study_name: str, storage_url: str, as_study: str | None = None) -> int
     if test.get("trial") == best.number:
         print("test split: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if k != "trial"))
     _print_baseline(study)
+    _print_cost_front(study, metric)
     print("config:")
     print(yaml.safe_dump(attrs.get("config", best.params), sort_keys=False, default_flow_style=False).rstrip())
     if as_study:
         _write_retrain_study(study, best, study_name, as_study)
     return 0
+
+
+def _print_cost_front(study: Any, metric: str) -> None:
+    """The completed trials no other is both better and faster than (search.report.cost_front)."""
+    from search.report import LATENCY, cost_front
+
+    front = cost_front(study)
+    if len(front) < 2:
+        return  # the best trial is also the fastest: nothing to trade
+    print(f"front of {metric} against CPU latency per example (no trial both better and faster):")
+    for trial in front:
+        print(f"  trial {trial.number}: {metric} {trial.value:.4f}, {trial.user_attrs['metrics'][LATENCY]:.3f} ms, {trial.user_attrs.get('strategy', '?')}")
 
 
 def _write_retrain_study(study: object, best: object, study_name: str, path: str) -> None:

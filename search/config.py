@@ -19,6 +19,7 @@ from spaces import Space, SpaceError, Strategy, build_space
 from spaces.finetuning import pretrained_models
 from trainables.data import FieldError, Section
 from trainables.data.subwords import with_pretrained
+from trainables.teacher import TeacherSpec, read_teacher
 
 if TYPE_CHECKING:
     from search.sampler import SamplerChoice
@@ -98,6 +99,8 @@ class StudyConfig:
     # `startup:` around_baseline (one-family variations of the baseline, TPE's start-up sized by
     # the budget: search.start.startup_plan) or plain (the sampler's own start).
     startup: str = "around_baseline"
+    # The study's teacher (`teacher: {path: FOLDER}`), whose outputs distillation trains towards.
+    teacher: TeacherSpec | None = None
 
     @property
     def mode(self) -> str:
@@ -109,7 +112,7 @@ class StudyConfig:
 
 TOP_LEVEL = (
     "name", "task", "seed", "data", "metric", "direction", "budget", "asha", "storage", "storage_path", "space",
-    "sampler", "baseline", "enqueue", "warm_start", "startup",
+    "sampler", "baseline", "enqueue", "warm_start", "startup", "teacher",
 )
 
 
@@ -195,6 +198,10 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
 
     space_spec = raw.get("space")
     space_spec = {} if space_spec is None else space_spec  # `space:` left empty: every default
+    teacher = _read_teacher(top, task, path)
+    if teacher is None and isinstance(space_spec, Mapping) and "distillation" in space_spec:
+        raise top.fail("space.distillation", "distillation needs a teacher, and this study has none: add `teacher: {path: FOLDER}` "
+                       "(a folder written by `search train`), or leave distillation out")
     try:
         space = build_space(space_spec, task.registries, offers=task.offers, task=task.name)
     except SpaceError as error:
@@ -214,9 +221,24 @@ def _parse_fields(top: Section, raw: Mapping[str, Any], path: str, default_name:
         storage=_check_storage(path, top.string("storage", DEFAULT_STORAGE)),
         space=space,
         raw_space=dict(space_spec),
-        raw=dict(raw),
+        raw=dict(raw) if teacher is None else {**raw, "teacher": {"path": teacher.path}},
         storage_path=top.optional_string("storage_path"),
+        teacher=teacher,
     )
+
+
+def _read_teacher(top: Section, task: Task, path: str) -> TeacherSpec | None:
+    """The study's `teacher:` section, its folder checked now when it can be found (a relative path
+    under the data root is checked again when the search loads its data)."""
+    section = top.section("teacher", required=False)
+    if section is None:
+        return None
+    if type(task).teacher_outputs is Task.teacher_outputs:
+        raise top.fail("teacher", f"task {task.name} takes no teacher yet; text_classification does")
+    spec = TeacherSpec.from_section(section, str(Path(path).resolve().parent))
+    teacher = read_teacher(spec, task.name, None, required=False)
+    # Found now: its absolute path, so the recorded study (`search resume`, `export`) finds it from anywhere.
+    return spec if teacher is None else TeacherSpec(str(teacher.folder.resolve()), spec.study_dir)
 
 
 def check_consistency(config: StudyConfig) -> StudyConfig:

@@ -23,13 +23,14 @@ import optuna
 from optuna.trial import TrialState
 
 from search import lease, recovery
-from search.config import StudyConfig
+from search.config import StudyConfig, StudyFileError
 from search.start import BaselineComparison, compare_with_baseline, effective_sampler, load_warm_start, queue_first_trials, record_sampler
 from search.resilient_storage import ResilientRDBStorage
 from search.trial import guard_trial
 from spaces import Strategy, categorical_choices, suggest
 from trainables.runner import TrialSettings
-from trainables.data import DataError
+from trainables.data import DataError, FieldError
+from trainables.teacher import attach_teacher
 
 if TYPE_CHECKING:  # Ray is imported only once a search runs
     from ray.tune import ResultGrid, Tuner
@@ -312,8 +313,22 @@ def _load_data(config: StudyConfig, task: Task, data_root: str | os.PathLike | N
         data = task.load_data(config.data, data_root, config.seed)
     except DataError as error:
         raise DataError(f"{config.path}: field `data`: {error}") from None
+    if config.teacher is not None:
+        data = load_teacher(config, task, data, data_root)
     log(f"data: {getattr(data, 'source', '')}")
     return data
+
+
+def load_teacher(config: StudyConfig, task: Task, data: Any, data_root: str | os.PathLike | None) -> Any:
+    """`data` with the study teacher's outputs on its training split (computed once, then cached);
+    a bad teacher folder names the study file's field."""
+    assert config.teacher is not None
+    try:
+        return attach_teacher(task, config.teacher, data, data_root, config.seed, config.data)[0]
+    except FieldError as error:
+        raise StudyFileError(config.path, error.field, error.message) from None
+    except DataError as error:
+        raise DataError(f"{config.path}: field `teacher`: {error}") from None
 
 
 # Set to 1, a local Ray starts as it did before the lean start (prestarted idle workers, Ray's

@@ -33,7 +33,7 @@ HF_VERSION_NOTE = (
 )
 
 # The fields of an exported training config (yaml/json), as `search train` reads them.
-DOCUMENT_FIELDS = ("study", "trial", "value", "metric", "task", "seed", "max_epochs", "data", "config")
+DOCUMENT_FIELDS = ("study", "trial", "value", "metric", "task", "seed", "max_epochs", "data", "config", "teacher")
 
 
 def training_document(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
@@ -48,6 +48,7 @@ def training_document(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]
         "max_epochs": study.user_attrs.get("max_epochs", recorded.get("budget", {}).get("max_epochs")),
         "data": recorded.get("data"),
         "config": trial.user_attrs["config"],
+        **({"teacher": recorded["teacher"]} if recorded.get("teacher") else {}),
     }
 
 

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -155,6 +155,67 @@ def overlaid_histories(studies: Sequence[optuna.Study]) -> go.Figure:
     return fig
 
 
+# The footprint a trial reports (trainables.footprint) that the report sets against its score.
+LATENCY = "latency_ms_b1"
+
+
+def cost_front(study: optuna.Study, cost: str = LATENCY) -> list[FrozenTrial]:
+    """The completed trials no other completed trial beats on both its score and `cost` (a metric
+    of its last epoch to minimise, latency per example by default), cheapest first."""
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    points = [
+        (t, float(t.value) if maximize else -float(t.value), float(t.user_attrs["metrics"][cost]))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and cost in t.user_attrs.get("metrics", {})
+    ]
+    return [t for t, _, _ in nondominated(points)]
+
+
+def nondominated(points: Sequence[tuple[Any, float, float]]) -> list[tuple[Any, float, float]]:
+    """The (item, score, cost) points that no other point beats on both (a score as high, a cost as
+    low, and not the same pair), cheapest first."""
+    front = [
+        (item, score, cost) for item, score, cost in points
+        if not any(s2 >= score and c2 <= cost and (s2, c2) != (score, cost) for _, s2, c2 in points)
+    ]
+    return sorted(front, key=lambda point: point[2])
+
+
+def score_against_cost(study: optuna.Study, metric: str = "objective", cost: str = LATENCY) -> go.Figure:
+    """Every completed trial's score against its `cost`, the front (`cost_front`) drawn as a line."""
+    import plotly.graph_objects as go
+
+    completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None and cost in t.user_attrs.get("metrics", {})]
+    if not completed:
+        raise ValueError(f"no completed trial reports {cost}")
+    front = cost_front(study, cost)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=[t.user_attrs["metrics"][cost] for t in completed], y=[t.value for t in completed], mode="markers", name="completed trials",
+        text=[f"trial {t.number}: {t.user_attrs.get('strategy', '')}" for t in completed], marker={"color": "#1f77b4", "opacity": 0.5},
+    ))
+    fig.add_trace(go.Scatter(
+        x=[t.user_attrs["metrics"][cost] for t in front], y=[t.value for t in front], mode="lines+markers", name="front",
+        text=[f"trial {t.number}: {t.user_attrs.get('strategy', '')}" for t in front], line={"color": "#d62728", "shape": "hv"},
+    ))
+    fig.update_layout(xaxis_title=f"{cost} (CPU, per example)", yaxis_title=f"{metric} (dev)")
+    return fig
+
+
+def _front_html(study: optuna.Study, metric: str) -> str:
+    front = cost_front(study)
+    if not front:
+        return ""
+    rows = "".join(
+        f"<tr><td>{t.number}</td><td>{t.value:.4f}</td><td>{t.user_attrs['metrics'][LATENCY]:.3f}</td>"
+        f"<td>{t.user_attrs['metrics'].get('nonzero_params', float('nan')):,.0f}</td><td>{t.user_attrs['metrics'].get('model_bytes', float('nan')):,.0f}</td>"
+        f"<td>{html.escape(str(t.user_attrs.get('strategy', '')))}</td></tr>"
+        for t in front
+    )
+    return (f"<h3>{html.escape(study.study_name)}: the front of {html.escape(metric)} against latency</h3><table class='strategy'>"
+            f"<tr><th>trial</th><th>{html.escape(metric)}</th><th>ms / example (batch 1)</th><th>non-zero params</th><th>bytes</th><th>strategy</th></tr>{rows}</table>")
+
+
 def _baseline_html(study: optuna.Study) -> str:
     """`baseline X, best Y (+Z)` (search.start), or nothing for a study without a baseline."""
     from search.start import compare_with_baseline
@@ -167,8 +228,9 @@ def _baseline_html(study: optuna.Study) -> str:
 
 def write_report(studies: Sequence[optuna.Study], out_dir: str | Path) -> Path:
     """One self-contained HTML page (plotly.js inlined once): per study its optimization history,
-    learning curves (pruned trials included), parameter importances, parallel coordinates and the
-    strategy table; with several studies, their histories overlaid first."""
+    learning curves (pruned trials included), parameter importances, parallel coordinates, its score
+    against CPU latency with the front listed, and the strategy table; with several studies, their
+    histories overlaid first."""
     from optuna import visualization as vis
 
     out = Path(out_dir)
@@ -200,6 +262,9 @@ def write_report(studies: Sequence[optuna.Study], out_dir: str | Path) -> Path:
         figure(f"{study.study_name}: learning curves (intermediate values, pruned trials included)", lambda s=study, m=metric: learning_curves(s, m))
         figure(f"{study.study_name}: parameter importances", lambda s=study, m=metric: vis.plot_param_importances(s, target_name=m))
         figure(f"{study.study_name}: parallel coordinates", lambda s=study, m=metric: vis.plot_parallel_coordinate(s, target_name=m))
+        figure(f"{study.study_name}: {metric} against CPU latency per example (the front: no trial both better and faster)",
+               lambda s=study, m=metric: score_against_cost(s, m))
+        sections.append(_front_html(study, metric))
         sections.append(f"<h3>{html.escape(study.study_name)}: strategy table</h3>" + _table_html(strategy_table(study)))
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>search report</title>"

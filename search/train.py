@@ -63,6 +63,8 @@ def train_document(
     except FieldError as error:
         raise StudyFileError(path, error.field, error.message) from None
     data = task.load_data(spec, data_root, document.get("seed", 0))
+    if document.get("teacher"):  # a distilled strategy trains towards its study's teacher
+        data = _with_teacher(task, document["teacher"], data, spec, data_root, document.get("seed", 0), path)
     log(f"data: {data.source}")
 
     out = Path(out_dir)
@@ -89,6 +91,19 @@ def train_document(
     (out / "vocab.json").write_text(json.dumps(_vocabularies(data)), encoding="utf-8")
     (out / "config.yaml").write_text(yaml.safe_dump({**document, "max_epochs": epochs}, sort_keys=False), encoding="utf-8")
     return result
+
+
+def _with_teacher(task: Task, section: Any, data: Any, spec: Any, data_root: str | os.PathLike | None, seed: int, path: str) -> Any:
+    from trainables.data.section import Section
+    from trainables.teacher import TeacherSpec, attach_teacher
+
+    if not isinstance(section, Mapping):
+        raise StudyFileError(path, "teacher", f"expected a mapping such as {{path: FOLDER}}, got {section!r}")
+    try:
+        teacher = TeacherSpec.from_section(Section(section, "teacher."), str(Path(path).resolve().parent) if path != FLAGS else None)
+        return attach_teacher(task, teacher, data, data_root, seed, spec)[0]
+    except FieldError as error:
+        raise StudyFileError(path, error.field, error.message) from None
 
 
 def _vocabularies(data: Any) -> dict[str, Any]:

@@ -31,8 +31,10 @@ from spaces.addons import ADDONS
 from spaces.adversarial import ADVERSARIAL
 from spaces.averaging import AVERAGING
 from spaces.char_encoders import CHAR_ENCODERS
+from spaces.compression import COMPRESSION
 from spaces.consistency import CONSISTENCY
 from spaces.decoders import DECODERS
+from spaces.distillation import DISTILLATION
 from spaces.encoders import ENCODERS
 from spaces.finetuning import FINETUNE, POOLING
 from spaces.heads import HEADS
@@ -45,7 +47,7 @@ from spaces.schedules import SCHEDULES
 
 # Opt-in families every task can train with: off unless a study names them (so no existing study
 # changes), sampled after the others.
-TRAINING_EXTRAS = {"initialization": INITIALIZATION, "averaging": AVERAGING, "adversarial": ADVERSARIAL}
+TRAINING_EXTRAS = {"initialization": INITIALIZATION, "averaging": AVERAGING, "adversarial": ADVERSARIAL, "compression": COMPRESSION}
 
 # The families a text-classification study searches, in the order a strategy is sampled.
 # `finetune` and `pooling` exist only in strategies whose encoder is `transformer`.
@@ -60,6 +62,8 @@ TEXT_CLASSIFICATION = {
     "schedule": SCHEDULES,
     **TRAINING_EXTRAS,
     "consistency": CONSISTENCY,
+    # Only with a study teacher (`teacher:`); text classification carries its logits.
+    "distillation": DISTILLATION,
 }
 
 # Sequence labelling adds a character encoder and the output head (softmax or CRF).
@@ -94,7 +98,7 @@ READING_COMPREHENSION = {
 }
 
 __all__ = [
-    "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "CONSISTENCY", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "COMPRESSION", "CONSISTENCY", "DISTILLATION", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "at_least", "between", "positive", "unsupported", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
     "SEPARATOR", "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
     "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",

@@ -24,9 +24,13 @@ import torch
 from spaces import Registry, Strategy
 from spaces.adversarial import ADVERSARIAL
 from spaces.averaging import AVERAGING
+from spaces.compression import COMPRESSION
 from spaces.consistency import CONSISTENCY
+from spaces.distillation import DISTILLATION
 from spaces.initialization import INITIALIZATION
 from spaces.loss_terms import LOSS_TERMS
+from spaces.optimizers import OPTIMIZERS
+from trainables.footprint import measure
 from trainables.optimization import Optimization, Precision, check_finite, count_parameters, pick_device, seed_everything
 from trainables.task import Task, TrialModel
 
@@ -55,6 +59,9 @@ class TrialSettings:
     # epoch): fast epochs are not all written out, slow ones are. 0: after every epoch.
     checkpoint_every_s: float = 0.0
     resume_from: str | None = None  # checkpoint of an interrupted earlier run of this trial
+    # Seconds of timed CPU forward passes per batch size for the latency figures (trainables.footprint);
+    # 0: size figures only.
+    latency_budget_s: float = 0.5
 
 
 def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSettings, report: Reporter | None = None) -> None:
@@ -64,7 +71,9 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
     checkpoint Tune hands it (a retry after a lost worker), else from `settings.resume_from`.
     Every task reports its own metrics plus train_loss, the loss terms' mean (train_contrastive_loss),
     epoch, param_count, lr and the same timings: train_seconds, epoch_seconds, trial_seconds
-    (training and dev evaluation since this (re)start) and examples_per_second (training).
+    (training and dev evaluation since this (re)start) and examples_per_second (training); and what
+    the model costs to ship (`trainables.footprint`): model_params, nonzero_params, model_bytes,
+    latency_ms_b1 and latency_ms_b32.
     """
     report, in_tune = _start(settings, report)
     trial, precision = _build(task, config, data, settings)
@@ -80,6 +89,7 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
     param_count = count_parameters(model)
 
     trial_seconds = 0.0
+    footprint: dict[str, float] | None = None  # measured once: the architecture does not change
     for epoch in range(first_epoch, settings.max_epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -118,6 +128,15 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
             "examples_per_second": examples / train_seconds,
             "lr": optimization.lr,
         }
+        if footprint is None:
+            footprint = measure_footprint(task, extras.to_evaluate(trial).model, data, settings)
+        metrics.update(footprint)
+        if extras.compression is not None and epoch == settings.max_epochs:
+            # The last epoch reports the compressed model (what the trial ships), the trained one beside it.
+            compressed, compressed_precision, counted = _compressed(task, trial, extras, data, precision, rng, fine_tune=True)
+            metrics.update({f"uncompressed_{key}": value for key, value in (*dev.items(), *footprint.items())})
+            metrics.update(task.evaluate(compressed, data, "validation", compressed_precision))
+            metrics.update(measure_footprint(task, compressed.model, data, settings, counted=counted))
         if extras.loss_terms:
             metrics["train_contrastive_loss"] = terms_total / examples
         if resume_note is not None:  # the searcher records it on the trial (once: the first epoch)
@@ -125,15 +144,23 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
         _report_epoch(report, metrics, settings, modules, rng, epoch)
 
 
+def measure_footprint(task: Task, model: torch.nn.Module, data: Any, settings: TrialSettings, *, counted: torch.nn.Module | None = None) -> dict[str, float]:
+    """The model's parameters, saved size and CPU latency (`trainables.footprint`) on the task's own batches."""
+    return measure(model, task.forward, lambda size: task.example_batch(data, size), settings.latency_budget_s, counted=counted)
+
+
 @dataclass
 class _Extras:
     """What a strategy adds to the plain loop: loss terms, consistency terms, an adversary on the
-    embeddings, weight averaging. Each is absent unless the strategy turns it on."""
+    embeddings, weight averaging, distillation from the study's teacher, compression after the last
+    epoch. Each is absent unless the strategy turns it on."""
 
     loss_terms: list[Any] = field(default_factory=list)
     consistency: list[Any] = field(default_factory=list)
     adversary: Any = None
     average: Any = None
+    distillation: Any = None
+    compression: Any = None
 
     @classmethod
     def of(cls, task: Task, strategy: Strategy, model: torch.nn.Module, max_epochs: int) -> _Extras:
@@ -143,6 +170,8 @@ class _Extras:
             consistency=[CONSISTENCY[name].build(**params) for name, params in toggles.get("consistency", {}).items()],
             adversary=_built(ADVERSARIAL, strategy, "adversarial"),
             average=_built(AVERAGING, strategy, "averaging"),
+            distillation=_built(DISTILLATION, strategy, "distillation"),
+            compression=_built(COMPRESSION, strategy, "compression"),
         )
         if extras.average is not None:
             extras.average.bind(model, max_epochs)
@@ -153,6 +182,47 @@ class _Extras:
         if self.average is None:
             return trial
         return replace(trial, model=self.average.model_to_evaluate(trial.model))
+
+
+def _compressed(
+    task: Task, trial: TrialModel, extras: _Extras, data: Any, precision: Precision, rng: np.random.Generator, *, fine_tune: bool,
+) -> tuple[TrialModel, Precision, torch.nn.Module]:
+    """The strategy's compression of the weights it scores (`spaces.compression`): the compressed
+    trial, the precision to evaluate it with, and the float model whose parameters it counts.
+    Pruning acts in place, so the last checkpoint keeps the pruned weights; a quantized model is a
+    CPU copy. `fine_tune`: run the strategy's fine-tuning epoch after pruning (scoring a saved
+    checkpoint does not: its weights were fine-tuned already)."""
+    evaluated = extras.to_evaluate(trial)
+    compression = extras.compression
+    model = compression.compress(evaluated.model)
+    if model is evaluated.model:
+        if fine_tune and compression.fine_tune:
+            _fine_tune_epoch(task, evaluated, extras, data, precision, rng)
+        compression.finalize(model)
+        return evaluated, precision, model
+    cpu = torch.device("cpu")
+    return replace(evaluated, model=model, device=cpu), Precision(cpu, False), evaluated.model
+
+
+def _fine_tune_epoch(task: Task, trial: TrialModel, extras: _Extras, data: Any, precision: Precision, rng: np.random.Generator) -> None:
+    """One epoch of the strategy's loss (and distillation) with a fresh optimizer of the strategy's
+    kind at its learning rate; pruned entries stay zero (their masks apply in every forward pass)."""
+    name, params = trial.strategy.optimizer
+    optimizer = OPTIMIZERS[name].build(trial.model.parameters(), **params)
+    scaler = precision.scaler
+    trial.model.train()
+    for batch in task.train_batches(data, trial.strategy.batch_size, rng):
+        batch = batch.to(trial.device)
+        with precision.autocast():
+            outputs = task.forward(trial.model, batch)
+        loss = task.loss(trial, outputs, batch)
+        if extras.distillation is not None:
+            loss = extras.distillation(loss, task.class_logits(outputs), task.teacher_logits(batch))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    trial.model.eval()
 
 
 def _built(registry: Registry, strategy: Strategy, family: str) -> Any:
@@ -173,7 +243,9 @@ def _objective(task: Task, trial: TrialModel, extras: _Extras, optimization: Opt
         with precision.autocast():
             second = task.forward(trial.model, batch)
         loss = (loss + task.loss(trial, second, batch)) / 2
-    objective = loss + optimization.penalty()
+    # Distillation mixes the task loss with the soft term; train_loss still reports the task loss.
+    mixed = loss if extras.distillation is None else extras.distillation(loss, task.class_logits(outputs), task.teacher_logits(batch))
+    objective = mixed + optimization.penalty()
     terms = 0.0
     if extras.loss_terms:
         encodings = task.paired_encodings(outputs, batch)
@@ -188,7 +260,7 @@ def _objective(task: Task, trial: TrialModel, extras: _Extras, optimization: Opt
 
 def evaluate_checkpoint(task: Task, config: dict[str, Any], data: Any, settings: TrialSettings, checkpoint_dir: str, split: str = "test") -> dict[str, float]:
     """Scores a trial's saved model on a split (the test split for the best trial), with its
-    averaged weights when the strategy averages them."""
+    averaged weights when the strategy averages them, compressed when it compresses them."""
     trial, precision = _build(task, config, data, settings)
     state = load_state(checkpoint_dir)
     if state is None:
@@ -197,6 +269,9 @@ def evaluate_checkpoint(task: Task, config: dict[str, Any], data: Any, settings:
     extras = _Extras.of(task, trial.strategy, trial.model, settings.max_epochs)
     if extras.average is not None and "averaging" in state:
         extras.average.load_state_dict(state["averaging"])
+    if extras.compression is not None:
+        compressed, compressed_precision, _ = _compressed(task, trial, extras, data, precision, np.random.default_rng(settings.seed), fine_tune=False)
+        return task.evaluate(compressed, data, split, compressed_precision)
     return task.evaluate(extras.to_evaluate(trial), data, split, precision)
 
 

@@ -133,7 +133,8 @@ class Task:
         subwords = getattr(data, "subwords", {})
         if model not in subwords:
             raise ValueError(f"the data was not tokenized for model {model!r} (it was for: {', '.join(subwords) or 'none'}); the study's encoder must name it")
-        return subwords[model]
+        teacher = getattr(data, "teacher", None)
+        return subwords[model] if teacher is None else replace(subwords[model], teacher=teacher)
 
     def train_size(self, data: Any) -> int:
         """Training examples per epoch (sets the schedule's steps per epoch)."""
@@ -141,6 +142,11 @@ class Task:
 
     def train_batches(self, data: Any, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
         raise NotImplementedError
+
+    def example_batch(self, data: Any, size: int) -> Batch:
+        """A batch of `size` training examples (fewer if the split is smaller), what latency is timed
+        on: the first of a fixed shuffle, so every trial of a study times the same examples."""
+        return next(iter(self.train_batches(data, size, np.random.default_rng(0))))
 
     def forward(self, model: nn.Module, batch: Any) -> Any:
         """The model's outputs for a batch (run under autocast)."""
@@ -180,6 +186,23 @@ class Task:
     def class_logits(self, outputs: Any) -> torch.Tensor:
         """Logits over classes [N, C] that consistency terms compare, in tasks that offer `TWO_PASSES`."""
         raise NotImplementedError(f"task {self.name} offers no class logits to consistency terms")
+
+    def teacher_logits(self, batch: Any) -> torch.Tensor:
+        """The study teacher's logits [N, C] for a training batch's examples, that the distillation
+        family compares with `class_logits`, in tasks that offer `TEACHER_OUTPUTS`."""
+        teacher = getattr(batch, "teacher", None)
+        if teacher is None:
+            raise ValueError(f"task {self.name}: this strategy distills from a teacher, but the data carries no teacher outputs; give the study a `teacher:` folder")
+        return teacher
+
+    def teacher_examples_key(self, spec: Any, data_root: Any, seed: int) -> str:
+        """A fingerprint of the training examples a teacher's outputs are for (the cache key's data part)."""
+        raise NotImplementedError(f"task {self.name} takes no teacher yet")
+
+    def teacher_outputs(self, teacher: Any, data: Any, spec: Any, data_root: Any, seed: int) -> np.ndarray:
+        """A teacher's (`trainables.teacher.Teacher`) outputs on every training example of `data`
+        (loaded from `spec`), in order: computed in the driver, once, then cached."""
+        raise NotImplementedError(f"task {self.name} takes no teacher yet")
 
     def from_scratch(self, model: nn.Module) -> nn.Module:
         """The part of the model trained from random weights (what an initialization scheme may set)."""

@@ -6,6 +6,7 @@ with dynamic padding and grouped by length; every other strategy on the word ids
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,14 @@ from spaces.consistency import TWO_PASSES
 from spaces.encoders import SUBWORDS, WORDS
 from spaces.losses import CLASSES
 from spaces.regularizers import LOOP, MODEL
+from spaces.distillation import TEACHER_OUTPUTS
+from spaces.finetuning import pretrained_model
 from trainables.data import EncodedSplit, TextClassificationData, TextDataSpec, load_text_classification
-from trainables.data.subwords import SubwordClassificationData, SubwordSplit, length_grouped_batches, pad_rows, sorted_batches
+from trainables.data.common import DataError, column
+from trainables.data.section import Section
+from trainables.data.subwords import SubwordClassificationData, SubwordSplit, encode_classification, fingerprint, length_grouped_batches, pad_rows, sorted_batches
+from trainables.data.text import encode_with_vocabulary, load_splits
+from trainables.teacher import VOCAB_FILE, Teacher
 from trainables.models import build_text_classifier
 from trainables.optimization import Precision
 from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
@@ -32,23 +39,33 @@ class TextBatch(Batch):
     tokens: torch.Tensor  # [B, T], 0 = padding
     mask: torch.Tensor  # [B, T]
     labels: torch.Tensor  # [B]
+    index: torch.Tensor  # [B], each example's position in its split
+    teacher: torch.Tensor | None = None  # [B, C]: the teacher's logits (training batches of a study with a teacher)
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def subword_batches(split: SubwordSplit, pad: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[TextBatch]:
+def _teacher_rows(teacher: np.ndarray | None, index: np.ndarray) -> torch.Tensor | None:
+    return None if teacher is None else torch.from_numpy(teacher[index])
+
+
+def subword_batches(
+    split: SubwordSplit, pad: int, batch_size: int, rng: np.random.Generator | None = None, teacher: np.ndarray | None = None,
+) -> Iterator[TextBatch]:
     """Sub-word batches padded to their own longest example: grouped by length and shuffled with
-    `rng`, else (evaluation) in order of length."""
+    `rng`, else (evaluation) in order of length; with `teacher`'s rows of their examples."""
     lengths = split.lengths()
     order = length_grouped_batches(lengths, batch_size, rng) if rng is not None else sorted_batches(lengths, batch_size)
     for index in order:
         ids, mask = pad_rows(split.ids, split.offsets, index, pad)
-        yield TextBatch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(split.labels[index]))
+        yield TextBatch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(split.labels[index]), torch.from_numpy(index), _teacher_rows(teacher, index))
 
 
-def batches(split: EncodedSplit, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None) -> Iterator[TextBatch]:
-    """Padded batches, each padded only to its own longest example."""
+def batches(
+    split: EncodedSplit, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None, teacher: np.ndarray | None = None,
+) -> Iterator[TextBatch]:
+    """Padded batches, each padded only to its own longest example; with `teacher`'s rows of their examples."""
     order = rng.permutation(len(split)) if shuffle else np.argsort(split.lengths(), kind="stable")
     lengths = split.lengths()
     for start in range(0, len(order), batch_size):
@@ -59,7 +76,7 @@ def batches(split: EncodedSplit, batch_size: int, *, shuffle: bool, rng: np.rand
             ids = split.tokens[split.offsets[i]:split.offsets[i + 1]]
             tokens[row, :len(ids)] = ids
         tokens_t = torch.from_numpy(tokens)
-        yield TextBatch(tokens_t, tokens_t != 0, torch.from_numpy(split.labels[index]))
+        yield TextBatch(tokens_t, tokens_t != 0, torch.from_numpy(split.labels[index]), torch.from_numpy(index), _teacher_rows(teacher, index))
 
 
 def macro_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
@@ -104,6 +121,7 @@ class TextClassification(Task):
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
         **TRAINING_EXTRAS_OFFERS,
         "consistency": (Offer(frozenset({TWO_PASSES}), why="logits over the labels"),),
+        "distillation": (Offer(frozenset({TEACHER_OUTPUTS}), why="the study teacher's logits over the labels"),),
     }
     data_spec = TextDataSpec
     # The research's Table 8 (see `published_baseline` for what it does not give).
@@ -127,8 +145,8 @@ class TextClassification(Task):
 
     def train_batches(self, data: TextClassificationData | SubwordClassificationData, batch_size: int, rng: np.random.Generator) -> Iterator[TextBatch]:
         if isinstance(data, SubwordClassificationData):
-            return subword_batches(data.train, data.model.pad_id, batch_size, rng)
-        return batches(data.train, batch_size, shuffle=True, rng=rng)
+            return subword_batches(data.train, data.model.pad_id, batch_size, rng, teacher=data.teacher)
+        return batches(data.train, batch_size, shuffle=True, rng=rng, teacher=data.teacher)
 
     def forward(self, model: nn.Module, batch: TextBatch) -> torch.Tensor:
         return model(batch.tokens, batch.mask)
@@ -157,6 +175,38 @@ class TextClassification(Task):
 
     def class_logits(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs
+
+    def teacher_examples_key(self, spec: TextDataSpec, data_root: str | None, seed: int) -> str:
+        train = load_splits(spec, data_root, seed)[0]["train"]
+        return fingerprint(column(train, "text"), column(train, "label"))
+
+    @torch.no_grad()
+    def teacher_outputs(self, teacher: Teacher, data: TextClassificationData, spec: TextDataSpec, data_root: str | None, seed: int) -> np.ndarray:
+        """The teacher's logits on every training sentence, in order: the sentences encoded as the
+        teacher reads them (its vocabulary, or its pretrained model's sub-words, with its own
+        lengths), its model rebuilt from its config and loaded with its weights."""
+        from trainables.runner import load_state
+
+        vocabularies = json.loads((teacher.folder / VOCAB_FILE).read_text(encoding="utf-8"))
+        if vocabularies.get("labels") != data.labels:
+            raise DataError(f"teacher {teacher.folder}: its labels {vocabularies.get('labels')} are not this study's {data.labels}; give a teacher trained on the same labels")
+        teacher_spec = TextDataSpec.from_section(Section(teacher.document["data"], "data."))
+        train = load_splits(spec, data_root, seed)[0]["train"]
+        config = dict(teacher.document["config"])
+        model_name = pretrained_model(config)
+        if model_name is not None:
+            encoded, _ = encode_classification({"train": train, "validation": train}, data.labels, model_name, data_root, teacher_spec.subword_max_length)
+            in_batches = subword_batches(encoded.train, encoded.model.pad_id, 64)
+        else:
+            encoded = encode_with_vocabulary(train, teacher_spec, vocabularies["vocab"], data.labels)
+            in_batches = batches(encoded.train, 256, shuffle=False)
+        model = self.build(Strategy.from_config(config), encoded).model
+        model.load_state_dict(load_state(str(teacher.folder))["model"])
+        model.eval()
+        logits = np.zeros((len(train), len(data.labels)), dtype=np.float32)
+        for batch in in_batches:
+            logits[batch.index.numpy()] = model(batch.tokens, batch.mask).float().numpy()
+        return logits
 
 
 TASK = TextClassification()

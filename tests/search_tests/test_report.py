@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.report import format_table, strategy_table, write_report
+from search.report import cost_front, format_table, strategy_table, write_report
 from tests.conftest import REPO_ROOT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -71,6 +71,28 @@ def test_html_report_has_every_plot_and_the_table(tmp_path: Path) -> None:
     for title in ("Optimization histories, overlaid", "one: optimization history", "one: learning curves", "one: parallel coordinates", "two: strategy table"):
         assert title in page
     assert "<table class='strategy'>" in page and "cross_entropy" in page
+
+
+def test_the_front_of_score_against_latency_keeps_the_trials_none_beats_on_both(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="front", storage=f"sqlite:///{tmp_path / 'f.db'}", direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    # (accuracy, ms per example): 1 beats 0 on both; 2 is the fastest; 3 the most accurate; 4 ties 2's
+    # latency with a lower score; 5 reports no latency (a run from before the footprint).
+    points = [(0.80, 2.0), (0.82, 1.5), (0.70, 0.3), (0.90, 5.0), (0.60, 0.3), (0.95, None)]
+    for accuracy, latency in points:
+        metrics = {"accuracy": accuracy, "nonzero_params": 1000, "model_bytes": 4000}
+        if latency is not None:
+            metrics["latency_ms_b1"] = latency
+        study.add_trial(optuna.trial.create_trial(value=accuracy, user_attrs={"metrics": metrics, "strategy": "bilstm"}))
+    assert [t.number for t in cost_front(study)] == [2, 1, 3]
+    page = write_report([study], tmp_path / "out").read_text()
+    assert "front: accuracy against CPU latency per example" in page and "the front of accuracy against latency" in page
+    # `search best` prints the front beside the best trial.
+    shown = run_cli("best", "front", "--storage", f"sqlite:///{tmp_path / 'f.db'}", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    start = lines.index("front of accuracy against CPU latency per example (no trial both better and faster):")
+    assert [line.split(":")[0].strip() for line in lines[start + 1:start + 4]] == ["trial 2", "trial 1", "trial 3"]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

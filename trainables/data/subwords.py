@@ -263,6 +263,7 @@ class SubwordClassificationData:
     labels: list[str]
     model: PretrainedModel
     source: str
+    teacher: np.ndarray | None = None  # the study teacher's logits on train, as on the word encoding
 
 
 def encode_classification(

@@ -242,6 +242,8 @@ class TextClassificationData:
         labels: Label names; a label id is an index into this list.
         source: One line for the user saying where the data was read from.
         subwords: Pretrained model name -> the same examples in that model's sub-words.
+        teacher: float32 [N_train, C], a study teacher's logits on each training example
+            (`trainables.teacher`); None without a teacher.
     """
 
     train: EncodedSplit
@@ -251,6 +253,7 @@ class TextClassificationData:
     labels: list[str]
     source: str
     subwords: Mapping[str, SubwordClassificationData] = field(default_factory=dict)
+    teacher: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,6 +441,16 @@ def encode(splits: datasets.DatasetDict, spec: TextDataSpec, source: str = "") -
         labels=label_names,
         source=source,
     )
+
+
+def encode_with_vocabulary(train: datasets.Dataset, spec: TextDataSpec, vocab: Sequence[str], label_names: Sequence[str]) -> TextClassificationData:
+    """`train` encoded with a given vocabulary and labels (a trained model's, from `search train`'s
+    vocab.json), tokenized as `spec` says; it stands in for every split."""
+    token_ids = {token: index for index, token in enumerate(vocab)}
+    label_ids = {label: index for index, label in enumerate(label_names)}
+    token_lists = [tokenize(text or "", spec.lowercase)[: spec.max_length] for text in column(train, "text")]
+    split = _encode_split(token_lists, column(train, "label"), token_ids, label_ids, f"dataset {spec.name!r}: train")
+    return TextClassificationData(train=split, validation=split, test=None, vocab=list(vocab), labels=list(label_names), source="")
 
 
 def load_text_classification(

@@ -18,6 +18,8 @@ TWO_PASSES = "two_passes"  # what a task offers: logits over classes it can comp
 
 
 class RDrop:
+    reads = TWO_PASSES
+
     def __init__(self, *, weight: float) -> None:
         self.weight = weight
 

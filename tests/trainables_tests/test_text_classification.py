@@ -81,6 +81,8 @@ EXTRAS = {
     "fgm": {"adversarial": {"name": "fgm", "fgm": {"epsilon": 0.5}}},
     "pgd": {"adversarial": {"name": "pgd", "pgd": {"epsilon": 0.5, "step_size": 0.2, "steps": 2}}},
     "rdrop": {"consistency": {"rdrop": {"enabled": True, "weight": 1.0}}},
+    "eda": {"augmentation": {"eda": {"enabled": True, "probability": 0.5, "rate": 0.2}}},
+    "mixup": {"augmentation": {"mixup": {"enabled": True, "probability": 0.5, "alpha": 0.4}}},
     "xavier_uniform": {"initialization": {"name": "xavier_uniform"}},
     "orthogonal": {"initialization": {"name": "orthogonal"}, "encoder": {"name": "bilstm", "bilstm": {"hidden": 16, "layers": 1}}},
 }

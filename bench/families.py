@@ -39,6 +39,7 @@ FAMILIES = {
     "ema": {"averaging": {"name": "ema", "ema": {"decay": 0.999}}},
     "swa": {"averaging": {"name": "swa", "swa": {"start_fraction": 0.6, "lr": 5e-4}}},
     "rdrop": {"consistency": {"rdrop": {"enabled": True, "weight": 1.0}}},
+    "supcon": {"consistency": {"supcon": {"enabled": True, "weight": 0.1, "temperature": 0.3}}},
     "eda": {"augmentation": {"eda": {"enabled": True, "probability": 0.2, "rate": 0.1}}},
     "mixup": {"augmentation": {"mixup": {"enabled": True, "probability": 0.5, "alpha": 0.2}}},
     "xavier_uniform": {"initialization": {"name": "xavier_uniform"}},

@@ -17,7 +17,7 @@ from torch import nn
 from spaces import TEXT_CLASSIFICATION, Offer
 from spaces import Strategy
 from spaces.augmentation import EDA, POOLED, TOKENS, Mixup
-from spaces.consistency import TWO_PASSES
+from spaces.consistency import POOLED as CONSISTENCY_POOLED, TWO_PASSES
 from spaces.encoders import SUBWORDS, WORDS
 from spaces.losses import CLASSES
 from spaces.regularizers import LOOP, MODEL
@@ -128,7 +128,10 @@ class TextClassification(Task):
             Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"),
                   why="a pretrained model's sub-words (swapping or inserting them splits words) and its own pooling head"),
         ),
-        "consistency": (Offer(frozenset({TWO_PASSES}), why="logits over the labels"),),
+        "consistency": (
+            Offer(frozenset({TWO_PASSES, CONSISTENCY_POOLED}), why="logits over the labels, and the pooled sentence representation"),
+            Offer(frozenset({TWO_PASSES}), when=("encoder", "transformer"), why="logits over the labels; a pretrained model's own head pools inside its Hugging Face class"),
+        ),
     }
     data_spec = TextDataSpec
     # The research's Table 8 (see `published_baseline` for what it does not give).

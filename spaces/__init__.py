@@ -29,6 +29,7 @@ from spaces._strategy import (
 )
 from spaces.addons import ADDONS
 from spaces.adversarial import ADVERSARIAL
+from spaces.augmentation import AUGMENTATION
 from spaces.averaging import AVERAGING
 from spaces.char_encoders import CHAR_ENCODERS
 from spaces.compression import COMPRESSION
@@ -61,6 +62,7 @@ TEXT_CLASSIFICATION = {
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     **TRAINING_EXTRAS,
+    "augmentation": AUGMENTATION,
     "consistency": CONSISTENCY,
     # Only with a study teacher (`teacher:`); text classification carries its logits.
     "distillation": DISTILLATION,
@@ -78,6 +80,7 @@ NER = {
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     **TRAINING_EXTRAS,
+    "augmentation": AUGMENTATION,
 }
 
 # Reading comprehension (BiDAF): the encoder kind and size serve its contextual and modelling
@@ -95,10 +98,11 @@ READING_COMPREHENSION = {
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     **TRAINING_EXTRAS,
+    "augmentation": AUGMENTATION,
 }
 
 __all__ = [
-    "ADDONS", "ADVERSARIAL", "AVERAGING", "CHAR_ENCODERS", "COMPRESSION", "CONSISTENCY", "DISTILLATION", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
+    "ADDONS", "ADVERSARIAL", "AUGMENTATION", "AVERAGING", "CHAR_ENCODERS", "COMPRESSION", "CONSISTENCY", "DISTILLATION", "INITIALIZATION", "TRAINING_EXTRAS", "DECODERS", "ENCODERS", "FINETUNE", "HEADS", "POOLING", "LOSS_TERMS", "LOSSES", "NER", "READING_COMPREHENSION", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "TEXT_CLASSIFICATION",
     "Categorical", "Component", "at_least", "between", "positive", "unsupported", "ConfigError", "FamilySpace", "Fixed", "Float", "Int", "Offer", "Registry", "Space",
     "SEPARATOR", "SpaceError", "Strategy", "build_space", "categorical_choices", "choice_key", "enabled_key", "flatten", "global_key",
     "is_flat_key", "param_key", "registry", "suggest", "unflatten", "with_overrides",

@@ -135,7 +135,7 @@ class ConfigError(SpaceError):
 
 
 # Opt-in training families, named after the schedule in the one-line summary when they are on.
-_TRAINING_FAMILIES = ("initialization", "averaging", "adversarial", "consistency")
+_TRAINING_FAMILIES = ("initialization", "averaging", "adversarial", "augmentation", "consistency")
 _OFF = ("none", "default")
 
 # Families read as "model" parts in a strategy's one-line summary, in this order.

@@ -38,12 +38,18 @@ class TextClassifier(nn.Module):
         self.classifier = nn.Linear(encoder.output_dim, num_classes)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.pool(tokens, mask))
+
+    def pool(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The pooled representation [B, D] the classifier reads (what mixup mixes)."""
         x = self.embedding_dropout(self.embedding(tokens))
         x = self.encoder(x, mask)
         for addon in self.addons:
             x = addon(x, mask)
         x = x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min)
-        pooled = x.max(dim=1).values
+        return x.max(dim=1).values
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(pooled))
 
 

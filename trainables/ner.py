@@ -12,7 +12,7 @@ plus F1 per entity type.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,10 +23,12 @@ from torch import nn
 
 from spaces import NER, Offer
 from spaces import Strategy
+from spaces.augmentation import TAGGED_TOKENS
 from spaces.encoders import SUBWORDS, WORDS
 from spaces.losses import CLASSES, GOLD_LOG_PROB, IGNORE_INDEX, GoldLogProb
 from spaces.regularizers import LOOP, MODEL
 from trainables.data import EncodedSentences, NerData, NerDataSpec, load_ner
+from trainables.data.tag_augmentation import augmented_sentences
 from trainables.data.subword_tags import SubwordNerData, SubwordSentences, tag_batches, word_predictions
 from trainables.optimization import Precision
 from trainables.tagger import Tagger, build_tagger
@@ -169,6 +171,11 @@ class NamedEntityRecognition(Task):
         ),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
         **TRAINING_EXTRAS_OFFERS,
+        "augmentation": (
+            Offer(frozenset({TAGGED_TOKENS}), why="word ids with their tags"),
+            Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"),
+                  why="a pretrained model's sub-words: a replaced word would need tokenizing again, its tag sits at its first sub-token"),
+        ),
         "encoder": (Offer(frozenset({WORDS, SUBWORDS}), why="word and character features, and a pretrained model's own sub-words"),),
         # A pretrained encoder reads its own sub-words: no character features beside them.
         "char_encoder": (Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"), why="a pretrained encoder's sub-words only"),),
@@ -201,6 +208,9 @@ class NamedEntityRecognition(Task):
         if isinstance(data, SubwordNerData):
             return subword_batches(data.train, data.model.pad_id, batch_size, rng)
         return batches(data.train, batch_size, shuffle=True, rng=rng)
+
+    def augmented(self, data: NerData, augmenters: list[Any], rng: np.random.Generator) -> NerData:
+        return replace(data, train=augmented_sentences(data.train, data.tags, data.scheme, augmenters, rng))
 
     def forward(self, model: nn.Module, batch: TagBatch | SubwordTagBatch) -> torch.Tensor:
         if isinstance(batch, SubwordTagBatch):

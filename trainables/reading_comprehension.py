@@ -240,6 +240,7 @@ class ReadingComprehension(Task):
         ),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
         **TRAINING_EXTRAS_OFFERS,
+        "augmentation": (Offer(frozenset({"spans"}), why="questions, contexts and answer spans, which no augmentation kind rewrites yet"),),
         "encoder": (Offer(frozenset({WORDS, SUBWORDS}), why="word and character features, and a pretrained model's own sub-words"),),
         "char_encoder": (Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"), why="a pretrained encoder's sub-words only"),),
     }

@@ -23,9 +23,10 @@ import torch
 
 from spaces import Registry, Strategy
 from spaces.adversarial import ADVERSARIAL
+from spaces.augmentation import AUGMENTATION, epoch_rng
 from spaces.averaging import AVERAGING
 from spaces.compression import COMPRESSION
-from spaces.consistency import CONSISTENCY
+from spaces.consistency import CONSISTENCY, TWO_PASSES
 from spaces.distillation import DISTILLATION
 from spaces.initialization import INITIALIZATION
 from spaces.loss_terms import LOSS_TERMS
@@ -94,7 +95,12 @@ def run_trial(task: Task, config: dict[str, Any], data: Any, settings: TrialSett
         started = time.perf_counter()
         model.train()
         loss_total, terms_total, examples = 0.0, 0.0, 0
-        for step, batch in enumerate(task.train_batches(data, strategy.batch_size, rng)):
+        # Augmentation draws from its own generator (seed, epoch): reproducible, and the shuffle's unchanged.
+        augmentation_rng = epoch_rng(settings.seed, epoch)
+        train_data = task.augmented(data, extras.augmenters, augmentation_rng) if extras.augmenters else data
+        for step, batch in enumerate(task.train_batches(train_data, strategy.batch_size, rng)):
+            if extras.mixup is not None:
+                batch = task.mixed(batch, extras.mixup, augmentation_rng)
             batch = batch.to(trial.device)
             objective, loss, terms = _objective(task, trial, extras, optimization, precision, batch)
             terms_total += terms * len(batch)
@@ -152,8 +158,9 @@ def measure_footprint(task: Task, model: torch.nn.Module, data: Any, settings: T
 @dataclass
 class _Extras:
     """What a strategy adds to the plain loop: loss terms, consistency terms, an adversary on the
-    embeddings, weight averaging, distillation from the study's teacher, compression after the last
-    epoch. Each is absent unless the strategy turns it on."""
+    embeddings, weight averaging, augmentation of the training examples (`augmenters`) and of the
+    batches (`mixup`), distillation from the study's teacher, compression after the last epoch.
+    Each is absent unless the strategy turns it on."""
 
     loss_terms: list[Any] = field(default_factory=list)
     consistency: list[Any] = field(default_factory=list)
@@ -161,6 +168,12 @@ class _Extras:
     average: Any = None
     distillation: Any = None
     compression: Any = None
+    augmenters: list[Any] = field(default_factory=list)
+    mixup: Any = None
+
+    @property
+    def two_passes(self) -> bool:
+        return any(term.reads == TWO_PASSES for term in self.consistency)
 
     @classmethod
     def of(cls, task: Task, strategy: Strategy, model: torch.nn.Module, max_epochs: int) -> _Extras:
@@ -173,6 +186,11 @@ class _Extras:
             distillation=_built(DISTILLATION, strategy, "distillation"),
             compression=_built(COMPRESSION, strategy, "compression"),
         )
+        # Registry order, not sampling order: mention replacement before token replacement.
+        augmentation = toggles.get("augmentation", {})
+        built = [AUGMENTATION[name].build(**augmentation[name]) for name in AUGMENTATION.names() if name in augmentation]
+        extras.augmenters = [kind for kind in built if not kind.per_batch]
+        extras.mixup = next((kind for kind in built if kind.per_batch), None)
         if extras.average is not None:
             extras.average.bind(model, max_epochs)
         return extras
@@ -239,7 +257,7 @@ def _objective(task: Task, trial: TrialModel, extras: _Extras, optimization: Opt
     with precision.autocast():
         outputs = task.forward(trial.model, batch)
     loss = task.loss(trial, outputs, batch)
-    if extras.consistency:  # a second pass with other dropout masks; the task loss is the mean of both
+    if extras.two_passes:  # a second pass with other dropout masks; the task loss is the mean of both
         with precision.autocast():
             second = task.forward(trial.model, batch)
         loss = (loss + task.loss(trial, second, batch)) / 2
@@ -254,7 +272,10 @@ def _objective(task: Task, trial: TrialModel, extras: _Extras, optimization: Opt
             objective = objective + value
             terms += value.item()
     for consistency in extras.consistency:
-        objective = objective + consistency(task.class_logits(outputs), task.class_logits(second))
+        if consistency.reads == TWO_PASSES:
+            objective = objective + consistency(task.class_logits(outputs), task.class_logits(second))
+        else:
+            objective = objective + consistency(*task.pooled(outputs, batch))
     return objective, loss, terms
 
 

@@ -183,6 +183,20 @@ class Task:
                 return [table.weight]
         raise NotImplementedError(f"task {self.name}: {type(model).__name__} has no embedding table for adversarial training")
 
+    def augmented(self, data: Any, augmenters: list[Any], rng: np.random.Generator) -> Any:
+        """`data` with its training split rewritten by `augmenters` (`spaces.augmentation`, the kinds
+        that act on examples) for one epoch, drawing from `rng`; in tasks that offer them."""
+        raise NotImplementedError(f"task {self.name} offers no examples to augment")
+
+    def mixed(self, batch: Any, mixup: Any, rng: np.random.Generator) -> Any:
+        """`batch` carrying a draw of `mixup` (`spaces.augmentation.Mixup`) for `forward` and
+        `loss` to apply; in tasks that offer pooled representations."""
+        raise NotImplementedError(f"task {self.name} offers no pooled representations to mix")
+
+    def pooled(self, outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled representation [N, D], class labels [N]) for the supervised contrastive term."""
+        raise NotImplementedError(f"task {self.name} offers no pooled representations to consistency terms")
+
     def class_logits(self, outputs: Any) -> torch.Tensor:
         """Logits over classes [N, C] that consistency terms compare, in tasks that offer `TWO_PASSES`."""
         raise NotImplementedError(f"task {self.name} offers no class logits to consistency terms")

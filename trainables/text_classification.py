@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,8 @@ from torch import nn
 
 from spaces import TEXT_CLASSIFICATION, Offer
 from spaces import Strategy
-from spaces.consistency import TWO_PASSES
+from spaces.augmentation import EDA, POOLED, TOKENS, Mixup
+from spaces.consistency import POOLED as CONSISTENCY_POOLED, TWO_PASSES
 from spaces.encoders import SUBWORDS, WORDS
 from spaces.losses import CLASSES
 from spaces.regularizers import LOOP, MODEL
@@ -29,7 +30,7 @@ from trainables.data.section import Section
 from trainables.data.subwords import SubwordClassificationData, SubwordSplit, encode_classification, fingerprint, length_grouped_batches, pad_rows, sorted_batches
 from trainables.data.text import encode_with_vocabulary, load_splits
 from trainables.teacher import VOCAB_FILE, Teacher
-from trainables.models import build_text_classifier
+from trainables.models import TextClassifier, build_text_classifier
 from trainables.optimization import Precision
 from trainables.task import TRAINING_EXTRAS_OFFERS, Batch, Task, TrialModel, build_loss, published_baseline
 
@@ -41,13 +42,28 @@ class TextBatch(Batch):
     labels: torch.Tensor  # [B]
     index: torch.Tensor  # [B], each example's position in its split
     teacher: torch.Tensor | None = None  # [B, C]: the teacher's logits (training batches of a study with a teacher)
+    # Mixup: each example's partner [B] and the weight of its own pooled representation and label.
+    partner: torch.Tensor | None = None
+    mix_weight: float = 1.0
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def _teacher_rows(teacher: np.ndarray | None, index: np.ndarray) -> torch.Tensor | None:
-    return None if teacher is None else torch.from_numpy(teacher[index])
+@dataclass
+class TextOutputs:
+    logits: torch.Tensor  # [B, C]
+    pooled: torch.Tensor | None  # [B, D] before mixing; None for a pretrained model's own head
+
+
+def augmented_split(split: EncodedSplit, eda: EDA, rng: np.random.Generator) -> EncodedSplit:
+    """`split` with the examples EDA draws rewritten; labels unchanged."""
+    pieces = np.split(split.tokens, split.offsets[1:-1])
+    for i in np.flatnonzero(eda.chosen(len(split), rng)):
+        pieces[i] = eda.augment(pieces[i], rng)
+    lengths = np.array([len(piece) for piece in pieces], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(split.offsets.dtype)
+    return EncodedSplit(np.concatenate(pieces).astype(split.tokens.dtype), offsets, split.labels)
 
 
 def subword_batches(
@@ -120,7 +136,15 @@ class TextClassification(Task):
         "loss": (Offer(frozenset({CLASSES}), why="logits over the labels"),),
         "regularizers": (Offer(frozenset({LOOP, MODEL})),),
         **TRAINING_EXTRAS_OFFERS,
-        "consistency": (Offer(frozenset({TWO_PASSES}), why="logits over the labels"),),
+        "augmentation": (
+            Offer(frozenset({TOKENS, POOLED}), why="word ids, and the pooled sentence representation"),
+            Offer(frozenset({SUBWORDS}), when=("encoder", "transformer"),
+                  why="a pretrained model's sub-words (swapping or inserting them splits words) and its own pooling head"),
+        ),
+        "consistency": (
+            Offer(frozenset({TWO_PASSES, CONSISTENCY_POOLED}), why="logits over the labels, and the pooled sentence representation"),
+            Offer(frozenset({TWO_PASSES}), when=("encoder", "transformer"), why="logits over the labels; a pretrained model's own head pools inside its Hugging Face class"),
+        ),
         "distillation": (Offer(frozenset({TEACHER_OUTPUTS}), why="the study teacher's logits over the labels"),),
     }
     data_spec = TextDataSpec
@@ -148,11 +172,30 @@ class TextClassification(Task):
             return subword_batches(data.train, data.model.pad_id, batch_size, rng, teacher=data.teacher)
         return batches(data.train, batch_size, shuffle=True, rng=rng, teacher=data.teacher)
 
-    def forward(self, model: nn.Module, batch: TextBatch) -> torch.Tensor:
-        return model(batch.tokens, batch.mask)
+    def forward(self, model: nn.Module, batch: TextBatch) -> TextOutputs:
+        if not isinstance(model, TextClassifier):
+            return TextOutputs(model(batch.tokens, batch.mask), None)
+        pooled = model.pool(batch.tokens, batch.mask)
+        mixed = pooled if batch.partner is None else Mixup.mix(pooled, batch.partner, batch.mix_weight)
+        return TextOutputs(model.classify(mixed), pooled)
 
-    def loss(self, trial: TrialModel, outputs: torch.Tensor, batch: TextBatch) -> torch.Tensor:
-        return trial.loss(outputs, batch.labels)
+    def loss(self, trial: TrialModel, outputs: TextOutputs, batch: TextBatch) -> torch.Tensor:
+        if batch.partner is None:
+            return trial.loss(outputs.logits, batch.labels)
+        return Mixup.loss(trial.loss, outputs.logits, batch.labels, batch.partner, batch.mix_weight)
+
+    def augmented(self, data: TextClassificationData, augmenters: list[Any], rng: np.random.Generator) -> TextClassificationData:
+        train = data.train
+        for eda in augmenters:
+            train = augmented_split(train, eda, rng)
+        return replace(data, train=train)
+
+    def mixed(self, batch: TextBatch, mixup: Mixup, rng: np.random.Generator) -> TextBatch:
+        drawn = mixup.draw(len(batch), rng)
+        if drawn is None:
+            return batch
+        partner, weight = drawn
+        return replace(batch, partner=torch.from_numpy(partner), mix_weight=weight)
 
     def save_pretrained(self, config: dict[str, Any], data: TextClassificationData, checkpoint_dir: str, out_dir: str) -> str | None:
         encoded = self.data_for(config, data)
@@ -173,8 +216,12 @@ class TextClassification(Task):
         return evaluate(trial.model, encoded, trial.device, precision, in_batches)
 
 
-    def class_logits(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs
+    def class_logits(self, outputs: TextOutputs) -> torch.Tensor:
+        return outputs.logits
+
+    def pooled(self, outputs: TextOutputs, batch: TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        assert outputs.pooled is not None, "the space offers pooled representations only from the catalogue's classifiers"
+        return outputs.pooled, batch.labels
 
     def teacher_examples_key(self, spec: TextDataSpec, data_root: str | None, seed: int) -> str:
         train = load_splits(spec, data_root, seed)[0]["train"]

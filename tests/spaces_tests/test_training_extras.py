@@ -1,6 +1,9 @@
-"""The opt-in training families: adversarial training, weight averaging, initialization, R-Drop."""
+"""The opt-in training families: adversarial training, weight averaging, initialization, R-Drop,
+the supervised contrastive term."""
 
 from __future__ import annotations
+
+import math
 
 import optuna
 import pytest
@@ -88,6 +91,30 @@ def test_rdrop_is_the_weighted_symmetric_kl() -> None:
     kl_pq = (p * (p.log() - q.log())).sum(-1).mean()
     kl_qp = (q * (q.log() - p.log())).sum(-1).mean()
     torch.testing.assert_close(CONSISTENCY["rdrop"].build(weight=2.0)(first, second), 2.0 * (kl_pq + kl_qp) / 2)
+
+
+def test_supcon_matches_a_hand_computation_on_a_tiny_batch() -> None:
+    # Unit vectors at 0, 60, 90 and 180 degrees; examples 0 and 1 share class 0, 2 and 3 have
+    # classes of their own (no positive: not anchors). Given scaled by 3: the term normalises.
+    angles = [0.0, math.pi / 3, math.pi / 2, math.pi]
+    pooled = 3 * torch.tensor([[math.cos(a), math.sin(a)] for a in angles])
+    labels = torch.tensor([0, 0, 1, 2])
+    t = 0.5
+
+    def log_p(i: int, p: int) -> float:  # log softmax over the examples other than i
+        similarity = {a: math.cos(angles[i] - angles[a]) / t for a in range(4) if a != i}
+        return similarity[p] - math.log(sum(math.exp(v) for v in similarity.values()))
+
+    # Anchor 0's one positive is 1, anchor 1's is 0; mean over the two anchors, times the weight.
+    expected = 2.0 * (-log_p(0, 1) - log_p(1, 0)) / 2
+    term = CONSISTENCY["supcon"].build(weight=2.0, temperature=t)
+    torch.testing.assert_close(term(pooled, labels), torch.tensor(expected))
+    # Two positives: anchor 0 averages over both.
+    labels = torch.tensor([0, 0, 0, 1])
+    expected = (-(log_p(0, 1) + log_p(0, 2)) / 2 - (log_p(1, 0) + log_p(1, 2)) / 2 - (log_p(2, 0) + log_p(2, 1)) / 2) / 3
+    torch.testing.assert_close(CONSISTENCY["supcon"].build(weight=1.0, temperature=t)(pooled, labels), torch.tensor(expected))
+    alone = CONSISTENCY["supcon"].build(weight=1.0, temperature=t)(pooled.requires_grad_(), torch.arange(4))
+    assert alone.item() == 0.0 and alone.requires_grad  # no two of a class: no term, nothing nan
 
 
 def test_initializations_set_what_they_say() -> None:

@@ -81,6 +81,9 @@ EXTRAS = {
     "fgm": {"adversarial": {"name": "fgm", "fgm": {"epsilon": 0.5}}},
     "pgd": {"adversarial": {"name": "pgd", "pgd": {"epsilon": 0.5, "step_size": 0.2, "steps": 2}}},
     "rdrop": {"consistency": {"rdrop": {"enabled": True, "weight": 1.0}}},
+    "eda": {"augmentation": {"eda": {"enabled": True, "probability": 0.5, "rate": 0.2}}},
+    "mixup": {"augmentation": {"mixup": {"enabled": True, "probability": 0.5, "alpha": 0.4}}},
+    "supcon": {"consistency": {"supcon": {"enabled": True, "weight": 0.5, "temperature": 0.1}}},
     "xavier_uniform": {"initialization": {"name": "xavier_uniform"}},
     "orthogonal": {"initialization": {"name": "orthogonal"}, "encoder": {"name": "bilstm", "bilstm": {"hidden": 16, "layers": 1}}},
 }
@@ -110,3 +113,13 @@ def test_each_training_extra_trains_and_its_checkpoint_scores_as_reported(toy_da
     assert again["loss"] == pytest.approx(reports[-1]["loss"], rel=1e-5)
     plain = run(config(**{k: v for k, v in EXTRAS[extra].items() if k == "encoder"}))
     assert plain[-1]["loss"] != pytest.approx(reports[-1]["loss"], rel=1e-6)
+
+
+def test_supcon_is_refused_beside_a_pretrained_encoders_own_head() -> None:
+    from spaces import SpaceError, build_space
+    from trainables.text_classification import TASK
+
+    space = {"encoder": {"choices": ["textcnn", "transformer"], "params": {"transformer": {"model": "minilm"}}}, "consistency": {"search": ["rdrop", "supcon"]}}
+    with pytest.raises(SpaceError, match="'supcon' cannot be used by task text_classification with encoder 'transformer'.*pools inside"):
+        build_space(space, TASK.registries, offers=TASK.offers, task=TASK.name)
+    build_space({**space, "consistency": {"search": ["rdrop"]}}, TASK.registries, offers=TASK.offers, task=TASK.name)  # R-Drop reads logits only

@@ -56,6 +56,10 @@ class TextOutputs:
     pooled: torch.Tensor | None  # [B, D] before mixing; None for a pretrained model's own head
 
 
+def _teacher_rows(teacher: np.ndarray | None, index: np.ndarray) -> torch.Tensor | None:
+    return None if teacher is None else torch.from_numpy(teacher[index])
+
+
 def augmented_split(split: EncodedSplit, eda: EDA, rng: np.random.Generator) -> EncodedSplit:
     """`split` with the examples EDA draws rewritten; labels unchanged."""
     pieces = np.split(split.tokens, split.offsets[1:-1])

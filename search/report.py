@@ -262,9 +262,10 @@ def write_report(studies: Sequence[optuna.Study], out_dir: str | Path) -> Path:
         figure(f"{study.study_name}: learning curves (intermediate values, pruned trials included)", lambda s=study, m=metric: learning_curves(s, m))
         figure(f"{study.study_name}: parameter importances", lambda s=study, m=metric: vis.plot_param_importances(s, target_name=m))
         figure(f"{study.study_name}: parallel coordinates", lambda s=study, m=metric: vis.plot_parallel_coordinate(s, target_name=m))
-        figure(f"{study.study_name}: {metric} against CPU latency per example (the front: no trial both better and faster)",
-               lambda s=study, m=metric: score_against_cost(s, m))
-        sections.append(_front_html(study, metric))
+        if cost_front(study):  # studies run before trials measured latency have none to draw
+            figure(f"{study.study_name}: {metric} against CPU latency per example (the front: no trial both better and faster)",
+                   lambda s=study, m=metric: score_against_cost(s, m))
+            sections.append(_front_html(study, metric))
         sections.append(f"<h3>{html.escape(study.study_name)}: strategy table</h3>" + _table_html(strategy_table(study)))
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>search report</title>"

@@ -59,7 +59,9 @@ def study_with_teacher(tmp_path: Path, teacher: str, extra_space: str = "") -> P
     return study
 
 
-def test_cached_teacher_outputs_are_the_fresh_ones_and_computed_once(tmp_path: Path, toy_root: Path) -> None:
+def test_cached_teacher_outputs_are_the_fresh_ones_and_computed_once(tmp_path: Path, toy_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An empty cache of its own: another test may have cached this same (deterministic) teacher.
+    monkeypatch.setenv("SEARCH_CACHE_DIR", str(tmp_path / "cache"))
     train_teacher(tmp_path / "teacher", toy_root)
     config = load_study_file(study_with_teacher(tmp_path, "teacher"))  # relative to the study file's folder
     data = _load_data(config, TASK, toy_root, lambda _: None)

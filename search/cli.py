@@ -152,10 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as error:
         from search import DataError, SearchError, SpaceError, StudyFileError
-        from search.resilient_storage import StorageUnavailable
+        from search.resilient_storage import StorageUnavailable, refusal_to_write
 
         if isinstance(error, (UserError, StudyFileError, SearchError, SpaceError, DataError, StorageUnavailable)):
             print(f"search: error: {error}", file=sys.stderr)
+            return 2
+        refused = refusal_to_write(error)
+        if refused is not None:
+            print(f"search: error: the study database refuses writes ({refused}); nothing was written. "
+                  "Make it writable (or free space), then run the same command again", file=sys.stderr)
             return 2
         raise
 

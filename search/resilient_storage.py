@@ -54,6 +54,16 @@ class StorageUnavailable(RuntimeError):
     """The database did not answer within the retry bound, or refuses writes for good."""
 
 
+def refusal_to_write(error: BaseException) -> str | None:
+    """The database's words when `error` is a write it refuses for good (read-only, full), else None:
+    for writes made outside the storage's calls (the driver's lease), which reach the CLI as they are."""
+    cause = _connection_error(error)
+    if cause is None:
+        return None
+    text = _driver_message(cause)
+    return text if any(marker in text.lower() for marker in _FOR_GOOD) else None
+
+
 class ResilientRDBStorage(optuna.storages.RDBStorage):
     """`optuna.storages.RDBStorage` whose calls wait out a database that goes away (see module)."""
 

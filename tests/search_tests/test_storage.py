@@ -126,3 +126,21 @@ def test_dashboard_reading_sqlite_while_a_search_writes(tmp_path: Path, sentimen
     assert len(answers) >= 5 and set(answers) == {200}, (errors[:5], dashboard.stderr.read()[-3000:])
     study = optuna.load_study(study_name="toy", storage=storage)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 6
+
+
+def test_a_read_only_database_gives_one_line_and_stays_intact(tmp_path: Path, sentiment_root: Path) -> None:
+    from tests.search_tests.test_cli import search, seed_database, snapshot
+
+    db = tmp_path / "kept.db"
+    before = seed_database(db)
+    study_file = tmp_path / "toy.yaml"
+    study_file.write_text(toy_study_yaml(f"sqlite:///{db}", name="keep"))
+    # SQLite's read-only mode: what a file on a read-only mount gives (root ignores file permissions).
+    read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
+
+    result = search("run", str(study_file), "--data-root", str(sentiment_root), "--storage", read_only, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.startswith("search: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "refuses writes" in result.stderr and "readonly database" in result.stderr
+    assert snapshot(db) == before

@@ -66,13 +66,15 @@ class SearchSummary:
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage.
 
-    SQLite: writers wait up to 60 s for a busy database instead of failing at once, and the file
+    SQLite: writers wait up to 60 s (`$SEARCH_SQLITE_BUSY_S`) for a busy database instead of failing
+    at once (past that, the storage's retries take over: `search.resilient_storage`), and the file
     is in WAL mode (see `_sqlite_wal`) so that readers (the dashboard, `search status`) never
     block the search's writes. Servers (PostgreSQL, MySQL): connections are checked before use, so
     that a search outlives a database restart or an idle-connection timeout.
     """
     sqlite = url.startswith("sqlite")
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    busy_s = float(os.environ.get("SEARCH_SQLITE_BUSY_S", 60))
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_s}} if sqlite else {"pool_pre_ping": True}
     import sqlalchemy
 
     attempts = 3

@@ -1,6 +1,7 @@
 """The database goes away mid-search (a real PostgreSQL server, stopped and started again): a short
 outage is waited out and loses no result; a long one stops the search with one line, and
-`search resume` then completes the study."""
+`search resume` then completes the study. An SQLite file locked by another process past the busy
+timeout is waited out the same way."""
 
 from __future__ import annotations
 
@@ -117,3 +118,32 @@ def test_a_long_outage_stops_the_search_in_one_line_and_resume_completes_it(serv
     trials = assert_study_whole(server.url)
     cut_off = [t for t in trials if t.state == TrialState.FAIL]
     assert cut_off and all(t.user_attrs.get("interrupted") for t in cut_off)  # re-queued, not counted
+
+
+def test_an_sqlite_file_locked_past_the_busy_timeout_is_waited_out(tmp_path: Path, sentiment_root: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    url = f"sqlite:///{db}"
+    # A 1 s busy timeout, so that an 8 s lock outlasts it and the storage's own retries must wait.
+    os.environ["SEARCH_SQLITE_BUSY_S"] = "1"
+    try:
+        process, _ = start_search(tmp_path, sentiment_root, url, retry_s=120)
+    finally:
+        del os.environ["SEARCH_SQLITE_BUSY_S"]
+    try:
+        wait_for_a_trial_in_flight(url, process)
+        other = sqlite3.connect(db, timeout=30, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the file: every write of the search is refused
+        time.sleep(8)
+        assert process.poll() is None, "the search did not wait for its locked database"
+        other.execute("COMMIT")
+        other.close()
+        out, err = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out[-2000:] + err[-12000:]
+    assert "Traceback" not in err and "search: error" not in err, err
+    trials = assert_study_whole(url)
+    assert len(trials) == TRIALS  # nothing failed, nothing re-run

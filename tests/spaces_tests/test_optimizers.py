@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -71,3 +72,31 @@ def test_rmsprop_passes_its_hyperparameters() -> None:
     optimizer = OPTIMIZERS["rmsprop"].build(torch.nn.Linear(2, 1).parameters(), lr=1e-3, alpha=0.95, momentum=0.5)
     group = optimizer.param_groups[0]
     assert (group["lr"], group["alpha"], group["momentum"]) == (1e-3, 0.95, 0.5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_fused_on_cpu_and_the_same_steps_as_the_plain_implementation(name: str) -> None:
+    hparams = {**_lowest_hparams(name), **({"momentum": 0.9} if name == "sgd" else {})}
+    torch.manual_seed(0)
+    fused_model = torch.nn.Linear(8, 3)
+    plain_model = torch.nn.Linear(8, 3)
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused = OPTIMIZERS[name].build(fused_model.parameters(), **hparams)
+    accepted = inspect.signature(type(fused)).parameters
+    plain = type(fused)(plain_model.parameters(), **{k: v for k, v in fused.defaults.items() if k in accepted and k != "fused"})
+    assert fused.defaults["fused"] is True
+    inputs, targets = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+        for _ in range(5):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+            optimizer.step()
+    for fused_parameter, plain_parameter in zip(fused_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(fused_parameter, plain_parameter)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_parameters_without_a_fused_kernel_get_the_plain_implementation(name: str) -> None:
+    model = torch.nn.Linear(4, 2, device="meta")  # no fused kernel for the meta device: refused at the first step
+    optimizer = OPTIMIZERS[name].build(model.parameters(), **_lowest_hparams(name))
+    assert not optimizer.defaults.get("fused")
